@@ -1,0 +1,93 @@
+"""The `gateway` command: parses arguments and delegates; nothing else lives here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from gateway.config import ConfigError, load_config
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway", description="An LLM gateway.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve the gateway")
+    serve.add_argument("--config", required=True, help="path to the YAML config")
+    serve.add_argument("--host", help="overrides server.host")
+    serve.add_argument("--port", type=int, help="overrides server.port")
+
+    check = sub.add_parser("check-config", help="validate a config file without serving")
+    check.add_argument("path")
+
+    hk = sub.add_parser("hash-key", help="make a new gateway key and its config line")
+    hk.add_argument("key", nargs="?", help="hash this key instead of making a new one")
+    hk.add_argument("--name", default="my-app", help="the key's name in the config")
+
+    mock = sub.add_parser("mock-provider", help="serve the fake OpenAI + Anthropic provider")
+    mock.add_argument("--host", default="127.0.0.1")
+    mock.add_argument("--port", type=int, default=9090)
+    mock.add_argument("--api-key", help="require this provider key")
+
+    demo = sub.add_parser("demo", help="the mock provider and a gateway, ready to try")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8080)
+    demo.add_argument("--mock-port", type=int, default=9090)
+
+    ev = sub.add_parser("eval", help="compare two prompts over a test set")
+    from gateway.eval.cli import add_arguments
+
+    add_arguments(ev)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "serve":
+        from gateway.serve import serve
+
+        config = load_config(args.config)
+        serve(config, args.host or config.server.host, args.port or config.server.port)
+    elif args.command == "check-config":
+        config = load_config(args.path)
+        print(f"{args.path}: ok ({len(config.routes)} routes, {len(config.keys)} keys)")
+    elif args.command == "hash-key":
+        _hash_key(args.key, args.name)
+    elif args.command == "mock-provider":
+        from gateway.mock import run_mock
+
+        run_mock(args.host, args.port, args.api_key)
+    elif args.command == "demo":
+        from gateway.demo import demo
+
+        demo(args.host, args.port, args.mock_port)
+    elif args.command == "eval":
+        from gateway.eval.cli import run
+
+        return run(args)
+    return 0
+
+
+def _hash_key(key: str | None, name: str) -> None:
+    from gateway.serve import hash_key, new_key
+
+    if key is None:
+        key, digest = new_key()
+        print(f"key: {key}")
+        print("Give the key to the application; only its hash goes in the config.\n")
+    else:
+        digest = hash_key(key)
+    print(f'  - name: {name}\n    key_sha256: "{digest}"\n    routes: ["*"]')
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

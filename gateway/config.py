@@ -1,0 +1,167 @@
+"""The YAML configuration: frozen pydantic models, `${ENV}` expansion, file-naming errors."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+Name = Annotated[str, Field(pattern=_NAME)]
+
+
+class ConfigError(Exception):
+    """A configuration problem; the message names the file, the field path and the problem."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class StorageConfig(_Frozen):
+    url: str = "memory://"
+
+
+class ServerConfig(_Frozen):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    max_body_bytes: int = Field(10 * 1024 * 1024, gt=0)
+
+
+class LoggingConfig(_Frozen):
+    format: Literal["json", "console"] = "json"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class ProviderConfig(_Frozen):
+    kind: Literal["openai", "anthropic"]
+    base_url: Annotated[str, Field(pattern=r"^https?://[^\s/]+")]
+    api_key: SecretStr | None = None
+    # Extra headers sent upstream on every request (e.g. OpenAI-Organization).
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class RouteMatch(_Frozen):
+    path: str = "/v1/*"
+    model: str = "*"
+
+
+class RouteConfig(_Frozen):
+    name: Name
+    match: RouteMatch = RouteMatch()
+    provider: Name
+    model: str | None = None
+    # Deadline for a whole buffered answer, or for the first byte of a stream.
+    timeout_s: float = Field(300.0, gt=0)
+    # Longest silence allowed between two chunks of a stream.
+    idle_timeout_s: float = Field(120.0, gt=0)
+
+
+class KeyConfig(_Frozen):
+    name: Name
+    key_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    routes: list[str] = Field(min_length=1)
+
+
+class GatewayConfig(_Frozen):
+    storage: StorageConfig = StorageConfig()
+    server: ServerConfig = ServerConfig()
+    logging: LoggingConfig = LoggingConfig()
+    providers: dict[Name, ProviderConfig] = Field(min_length=1)
+    routes: list[RouteConfig] = Field(min_length=1)
+    keys: list[KeyConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> GatewayConfig:
+        _unique("routes", [r.name for r in self.routes])
+        _unique("keys", [k.name for k in self.keys])
+        _unique("keys", [k.key_sha256 for k in self.keys], what="key_sha256")
+        route_names = {r.name for r in self.routes}
+        for i, route in enumerate(self.routes):
+            if route.provider not in self.providers:
+                known = ", ".join(sorted(self.providers))
+                raise ValueError(
+                    f"routes[{i}].provider: unknown provider {route.provider!r} (known: {known})"
+                )
+        for i, key in enumerate(self.keys):
+            unknown = [r for r in key.routes if r != "*" and r not in route_names]
+            if unknown:
+                raise ValueError(f"keys[{i}].routes: unknown route {unknown[0]!r}")
+        return self
+
+
+def _unique(section: str, values: list[str], what: str = "name") -> None:
+    seen: set[str] = set()
+    for i, value in enumerate(values):
+        if value in seen:
+            raise ValueError(f"{section}[{i}].{what}: duplicate {what} {value!r}")
+        seen.add(value)
+
+
+def expand_env(node: Any, env: Mapping[str, str], path: str = "") -> Any:
+    """Replace `${VAR}` and `${VAR:-default}` in every string of a parsed YAML tree."""
+    if isinstance(node, dict):
+        return {k: expand_env(v, env, _join(path, str(k))) for k, v in node.items()}
+    if isinstance(node, list):
+        return [expand_env(v, env, f"{path}[{i}]") for i, v in enumerate(node)]
+    if not isinstance(node, str):
+        return node
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"{path}: environment variable {name} is not set")
+
+    return _ENV_REF.sub(substitute, node)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out.lstrip(".")
+
+
+def parse_config(data: Any, source: str, env: Mapping[str, str] | None = None) -> GatewayConfig:
+    """Validate an already parsed YAML tree; errors name `source` and the field path."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping")
+    try:
+        expanded = expand_env(data, os.environ if env is None else env)
+        return GatewayConfig.model_validate(expanded)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = _location(tuple(err["loc"]))
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{where}: {msg}" if where else msg)
+        raise ConfigError(f"{source}: " + "; ".join(problems)) from None
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> GatewayConfig:
+    """Read and validate a YAML config file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_config(data, str(path), env)

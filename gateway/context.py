@@ -1,0 +1,76 @@
+"""The per-request context: one object that every stage reads from and writes to."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from gateway.config import KeyConfig, RouteConfig
+    from gateway.dialects import Dialect
+    from gateway.providers import Provider
+    from gateway.runtime import Runtime
+
+FinishHook = Callable[["RequestContext"], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class Usage:
+    """Tokens as the provider reported them.
+
+    `input_tokens` counts every input token, cached ones included; `cached_input_tokens`
+    (read from a prompt cache) and `cache_write_tokens` (written to it) are parts of it.
+    """
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """What the stages learn about one request, from arrival to the last byte sent."""
+
+    request: web.Request
+    runtime: Runtime
+    request_id: str
+    dialect: Dialect
+    started: float = field(default_factory=time.perf_counter)
+    body: bytes = b""
+    payload: dict[str, Any] | None = None
+    model: str | None = None
+    stream: bool = False
+    key: KeyConfig | None = None
+    route: RouteConfig | None = None
+    provider: Provider | None = None
+    upstream_model: str | None = None
+    upstream_body: bytes = b""
+    attempts: int = 0
+    status: int | None = None
+    outcome: str = "ok"
+    error_code: str | None = None
+    ttfb_s: float | None = None
+    usage: Usage | None = None
+    # Headers every response to this request carries (set before the response is prepared).
+    response_headers: dict[str, str] = field(default_factory=dict)
+    # Work run once the response is finished (last byte sent, or the client gone).
+    on_finish: list[FinishHook] = field(default_factory=list)
+
+    def elapsed_s(self) -> float:
+        return time.perf_counter() - self.started
+
+    def target(self) -> tuple[RouteConfig, Provider]:
+        """The route and provider chosen by the routing stage."""
+        if self.route is None or self.provider is None:
+            raise RuntimeError("the routing stage has not run")
+        return self.route, self.provider
+
+    def authenticated_key(self) -> KeyConfig:
+        if self.key is None:
+            raise RuntimeError("the authentication stage has not run")
+        return self.key

@@ -1,0 +1,83 @@
+"""`gateway demo`: the mock provider and a gateway on the embedded store, ready to try."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from typing import Any
+
+from aiohttp import web
+
+from gateway.app import create_app
+from gateway.config import GatewayConfig, LoggingConfig, parse_config
+from gateway.logs import configure_logging
+from gateway.mock import create_mock_app
+from gateway.serve import new_event_loop, new_key, runner_for
+
+
+def demo_config(mock_url: str, key_sha256: str, provider_key: str) -> GatewayConfig:
+    data: dict[str, Any] = {
+        "storage": {"url": "memory://"},
+        "logging": {"format": "console"},
+        "providers": {
+            "openai": {"kind": "openai", "base_url": f"{mock_url}/v1", "api_key": provider_key},
+            "anthropic": {"kind": "anthropic", "base_url": mock_url, "api_key": provider_key},
+        },
+        "routes": [
+            {"name": "chat", "match": {"path": "/v1/*", "model": "gpt-*"}, "provider": "openai"},
+            {"name": "embeddings", "match": {"path": "/v1/embeddings"}, "provider": "openai"},
+            {"name": "models", "match": {"path": "/v1/models*"}, "provider": "openai"},
+            {"name": "claude", "match": {"model": "claude-*"}, "provider": "anthropic"},
+        ],
+        "keys": [{"name": "demo", "key_sha256": key_sha256, "routes": ["*"]}],
+    }
+    return parse_config(data, "<demo>")
+
+
+def banner(url: str, key: str) -> str:
+    return f"""
+llm-gateway demo: a gateway on {url}, in front of the bundled mock provider.
+
+  gateway key:  {key}
+  export GATEWAY_API_KEY={key}
+
+  curl {url}/v1/chat/completions \\
+    -H "Authorization: Bearer $GATEWAY_API_KEY" -H "Content-Type: application/json" \\
+    -d '{{"model": "gpt-4o-mini", "messages": [{{"role": "user", "content": "Hello"}}]}}'
+
+  python3 -c 'from openai import OpenAI; import os
+c = OpenAI(base_url="{url}/v1", api_key=os.environ["GATEWAY_API_KEY"])
+print(c.chat.completions.create(model="gpt-4o-mini",
+      messages=[{{"role": "user", "content": "Hello"}}]).choices[0].message.content)'
+
+Press Ctrl-C to stop.
+"""
+
+
+async def run_demo(host: str, port: int, mock_port: int) -> None:
+    provider_key = "mock-" + secrets.token_urlsafe(16)
+    mock = runner_for(create_mock_app(api_key=provider_key))
+    await mock.setup()
+    await web.TCPSite(mock, host, mock_port).start()
+    key, key_sha256 = new_key()
+    config = demo_config(f"http://{host}:{mock_port}", key_sha256, provider_key)
+    configure_logging(LoggingConfig(format="console"))
+    gateway = runner_for(create_app(config))
+    await gateway.setup()
+    try:
+        await web.TCPSite(gateway, host, port).start()
+        print(banner(f"http://{host}:{port}", key), flush=True)
+        await asyncio.Event().wait()
+    finally:
+        await gateway.cleanup()
+        await mock.cleanup()
+
+
+def demo(host: str, port: int, mock_port: int) -> None:
+    loop = new_event_loop()
+    try:
+        loop.run_until_complete(run_demo(host, port, mock_port))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        loop.close()

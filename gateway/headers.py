@@ -1,0 +1,112 @@
+"""Which headers cross the gateway, in each direction, and which never do."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+# RFC 9110 §7.6.1: meaningful for one connection only.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+# SECURITY: the client's gateway key, cookies and forwarding claims never reach the provider;
+# the gateway sets framing, encoding and the provider's own credentials itself.
+_NOT_UPSTREAM = frozenset(
+    {
+        "host",
+        "content-length",
+        "accept-encoding",
+        "authorization",
+        "x-api-key",
+        "api-key",
+        "cookie",
+        "forwarded",
+        "x-real-ip",
+        "x-request-id",
+    }
+)
+_NOT_UPSTREAM_PREFIXES = ("x-forwarded-", "x-gateway-")
+
+# SECURITY: headers that identify the operator's provider account or set cookies on the
+# client stay behind; framing headers are recomputed for the (decompressed) body.
+_NOT_DOWNSTREAM = frozenset(
+    {
+        "content-length",
+        "content-encoding",
+        "set-cookie",
+        "openai-organization",
+        "openai-project",
+        "anthropic-organization-id",
+        "x-request-id",
+    }
+)
+
+# SECURITY: headers through which a client could choose the upstream; refused with 400.
+UPSTREAM_CHOOSING_HEADERS = frozenset(
+    {
+        "api-base",
+        "x-api-base",
+        "base-url",
+        "x-base-url",
+        "x-upstream-url",
+        "x-target-url",
+        "x-provider-url",
+    }
+)
+
+
+def _connection_named(headers: Mapping[str, str]) -> set[str]:
+    """Header names listed in `Connection`, which are hop-by-hop for this message."""
+    value = headers.get("connection", "")
+    return {token.strip().lower() for token in value.split(",") if token.strip()}
+
+
+def upstream_headers(
+    client: CIMultiDictProxy[str],
+    provider_headers: Mapping[str, str],
+    defaults: Mapping[str, str],
+) -> CIMultiDict[str]:
+    """Client headers that may travel upstream, the provider's credentials set on top, and
+    `defaults` (e.g. anthropic-version) where the client sent none."""
+    dropped = _connection_named(client)
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in client.items():
+        lower = name.lower()
+        if _forwardable(lower, dropped, _NOT_UPSTREAM, _NOT_UPSTREAM_PREFIXES):
+            out.add(name, value)
+    for name, value in provider_headers.items():
+        out[name] = value
+    for name, value in defaults.items():
+        out.setdefault(name, value)
+    return out
+
+
+def downstream_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    """Provider response headers that may reach the client."""
+    dropped = _connection_named(upstream)
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in upstream.items():
+        if _forwardable(name.lower(), dropped, _NOT_DOWNSTREAM, ()):
+            out.add(name, value)
+    return out
+
+
+def _forwardable(
+    lower: str, dropped: set[str], never: frozenset[str], prefixes: Iterable[str]
+) -> bool:
+    if lower in HOP_BY_HOP or lower in dropped or lower in never:
+        return False
+    return not lower.startswith(tuple(prefixes))

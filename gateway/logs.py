@@ -1,0 +1,65 @@
+"""Structured logging: configured once at start-up, one line per request."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import orjson
+import structlog
+
+from gateway.config import LoggingConfig
+from gateway.context import RequestContext
+
+_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+
+
+def configure_logging(config: LoggingConfig) -> None:
+    """JSON lines (orjson) by default, a console renderer for humans."""
+    renderer: Any
+    if config.format == "json":
+        renderer = structlog.processors.JSONRenderer(serializer=orjson.dumps)
+        factory: Any = structlog.BytesLoggerFactory(sys.stdout.buffer)
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=False)
+        factory = structlog.PrintLoggerFactory(sys.stdout)
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[config.level]),
+        logger_factory=factory,
+        cache_logger_on_first_use=True,
+    )
+    logging.basicConfig(level=_LEVELS[config.level], stream=sys.stderr)
+
+
+def request_fields(ctx: RequestContext) -> dict[str, Any]:
+    """The fields of a request's log line. SECURITY: names from config only, never secrets."""
+    usage = ctx.usage
+    return {
+        "request_id": ctx.request_id,
+        "method": ctx.request.method,
+        "path": ctx.request.path,
+        "key": ctx.key.name if ctx.key else None,
+        "route": ctx.route.name if ctx.route else None,
+        "provider": ctx.provider.name if ctx.provider else None,
+        "model": ctx.upstream_model or ctx.model,
+        "stream": ctx.stream,
+        "status": ctx.status,
+        "outcome": ctx.outcome,
+        "error_code": ctx.error_code,
+        "attempts": ctx.attempts,
+        "latency_ms": round(ctx.elapsed_s() * 1000, 2),
+        "ttfb_ms": round(ctx.ttfb_s * 1000, 2) if ctx.ttfb_s is not None else None,
+        "input_tokens": usage.input_tokens if usage else None,
+        "output_tokens": usage.output_tokens if usage else None,
+        "cached_tokens": usage.cached_input_tokens if usage else None,
+    }
+
+
+def log_request(ctx: RequestContext) -> None:
+    structlog.get_logger("gateway.request").info("request", **request_fields(ctx))

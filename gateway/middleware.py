@@ -1,0 +1,73 @@
+"""The edge: gives every request an id, and renders every error in the client's dialect."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from gateway.context import RequestContext
+from gateway.dialects import dialect_for
+from gateway.errors import GatewayError, InternalError, NotFound
+
+REQUEST_ID = web.RequestKey("request_id", str)
+CONTEXT: web.RequestKey[RequestContext] = web.RequestKey("context")
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+_log = structlog.get_logger("gateway.edge")
+
+
+def request_id_for(request: web.Request) -> str:
+    """Keep a well-formed client-sent `x-request-id` (for tracing), else make one."""
+    sent = request.headers.get("x-request-id", "")
+    return sent if _CLIENT_ID.match(sent) else uuid.uuid4().hex
+
+
+@web.middleware
+async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request[REQUEST_ID] = request_id_for(request)
+    try:
+        return await handler(request)
+    except GatewayError as err:
+        return render_error(request, err)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return render_error(request, _from_http(request, exc))
+    except Exception:  # the one broad catch: an unknown failure is a 500 with no detail
+        _log.exception("unhandled", request_id=request[REQUEST_ID], path=request.path)
+        return render_error(request, InternalError("The gateway failed unexpectedly."))
+
+
+def _from_http(request: web.Request, exc: web.HTTPException) -> GatewayError:
+    if exc.status == 404:
+        return NotFound(f"No such endpoint: {request.method} {request.path}.")
+    err = GatewayError(f"{exc.reason}: {request.method} {request.path}.")
+    err.status = exc.status
+    err.error_type = "invalid_request_error"
+    err.code = exc.reason.lower().replace(" ", "_")
+    return err
+
+
+def render_error(request: web.Request, err: GatewayError) -> web.Response:
+    dialect = dialect_for(request)
+    headers = {**err.headers, "x-should-retry": "true" if err.should_retry else "false"}
+    return web.Response(
+        status=err.status,
+        body=dialect.error_body(err),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+async def stamp_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: the gateway's headers go on every response, streamed or not."""
+    ctx = request.get(CONTEXT)
+    if ctx is not None:
+        response.headers.update(ctx.response_headers)
+    request_id = request.get(REQUEST_ID)
+    if request_id is not None:
+        response.headers["x-request-id"] = request_id

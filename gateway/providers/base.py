@@ -1,0 +1,79 @@
+"""The provider interface: upstream URL and credentials, usage from answers and streams."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import orjson
+
+from gateway.config import ProviderConfig
+from gateway.context import Usage
+from gateway.sse import SSEParser
+
+
+class StreamUsageReader(ABC):
+    """Watches the bytes of a stream as they pass and keeps the usage it reports."""
+
+    def __init__(self) -> None:
+        self._parser = SSEParser()
+        self.usage: Usage | None = None
+        self.events = 0
+
+    def feed(self, chunk: bytes) -> None:
+        for name, data in self._parser.feed(chunk):
+            self.events += 1
+            # Cheap filter: only events that mention usage are parsed.
+            if b"usage" in data:
+                try:
+                    obj = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    continue
+                if isinstance(obj, dict):
+                    self.on_usage_event(name, obj)
+
+    @abstractmethod
+    def on_usage_event(self, name: str, obj: dict[str, Any]) -> None:
+        """Update `self.usage` from one parsed event that mentions usage."""
+
+
+class Provider(ABC):
+    """One configured upstream. `kind` is also the client dialect it serves."""
+
+    kind: str
+    # Headers sent when the client did not send its own value.
+    default_headers: dict[str, str] = {}
+
+    def __init__(self, name: str, config: ProviderConfig) -> None:
+        self.name = name
+        self.base_url = config.base_url.rstrip("/")
+        secret = config.api_key.get_secret_value() if config.api_key else None
+        self.headers = {**config.headers, **self.auth_headers(secret)}
+        self._secret = secret.encode() if secret else None
+
+    def redact(self, body: bytes) -> bytes:
+        """SECURITY: a provider that echoes our request (some do in error bodies) must not
+        hand the provider key to the client."""
+        if self._secret is None or self._secret not in body:
+            return body
+        return body.replace(self._secret, b"[redacted]")
+
+    @abstractmethod
+    def auth_headers(self, secret: str | None) -> dict[str, str]:
+        """Headers that carry the provider key (and any header the provider requires)."""
+
+    @abstractmethod
+    def url(self, path: str) -> str:
+        """The upstream URL for a client path such as `/v1/chat/completions`."""
+
+    @abstractmethod
+    def usage_from_body(self, payload: Any) -> Usage | None:
+        """Usage from a buffered JSON answer, or None when it reports none."""
+
+    @abstractmethod
+    def stream_usage_reader(self) -> StreamUsageReader:
+        """A fresh reader for one stream."""
+
+
+def as_int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0

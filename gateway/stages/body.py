@@ -1,0 +1,94 @@
+"""Stage: read the body within the size limit and learn the model and the stream flag.
+
+Runs after authentication, so an unknown client cannot make the gateway read a large body.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import StreamReader, web
+
+from gateway.context import RequestContext
+from gateway.errors import BadRequest, BodyTooLarge
+from gateway.headers import UPSTREAM_CHOOSING_HEADERS
+from gateway.pipeline import Next
+
+# SECURITY: body fields through which a client could choose the upstream or its credentials.
+_UPSTREAM_FIELDS = frozenset(
+    {"api_base", "base_url", "api_key", "api_version", "endpoint", "azure_endpoint", "host"}
+)
+_UPSTREAM_SUFFIXES = ("_host", "_base", "_base_url", "_endpoint", "_api_key")
+
+
+async def read_body(ctx: RequestContext, call_next: Next) -> web.StreamResponse:
+    request = ctx.request
+    _refuse_upstream_headers(request)
+    limit = ctx.runtime.config.server.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise _too_large(limit)
+    ctx.body = await read_limited(request.content, limit)
+    needs_model = request.method == "POST" and request.path in ctx.dialect.model_endpoints
+    if needs_model or (ctx.body and request.content_type == "application/json"):
+        ctx.payload = _parse(ctx.body, required=needs_model)
+    if ctx.payload is not None:
+        _refuse_upstream_fields(ctx.payload)
+        model = ctx.payload.get("model")
+        if needs_model and (not isinstance(model, str) or not model):
+            raise BadRequest("The request body needs a 'model' string.", param="model")
+        ctx.model = model if isinstance(model, str) else None
+        ctx.stream = ctx.payload.get("stream") is True
+    return await call_next(ctx)
+
+
+async def read_limited(content: StreamReader, limit: int) -> bytes:
+    """Read a body in chunks, failing as soon as it passes `limit` bytes."""
+    parts: list[bytes] = []
+    size = 0
+    while chunk := await content.readany():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _too_large(limit: int) -> BodyTooLarge:
+    return BodyTooLarge(f"The request body is larger than the gateway's limit of {limit} bytes.")
+
+
+def _parse(body: bytes, *, required: bool) -> dict[str, Any] | None:
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        if not required:
+            return None  # a pass-through body the provider will judge for itself
+        raise BadRequest("The request body is not valid JSON.") from None
+    if not isinstance(payload, dict):
+        if not required:
+            return None
+        raise BadRequest("The request body must be a JSON object.")
+    return payload
+
+
+def _refuse_upstream_fields(payload: dict[str, Any]) -> None:
+    for field in payload:
+        lower = field.lower()
+        if lower in _UPSTREAM_FIELDS or lower.endswith(_UPSTREAM_SUFFIXES):
+            raise BadRequest(
+                f"The field '{field}' is not accepted: the gateway's configuration alone "
+                "chooses the provider and its credentials.",
+                param=field,
+                code="upstream_override_refused",
+            )
+
+
+def _refuse_upstream_headers(request: web.Request) -> None:
+    for name in request.headers:
+        if name.lower() in UPSTREAM_CHOOSING_HEADERS:
+            raise BadRequest(
+                f"The header '{name}' is not accepted: the gateway's configuration alone "
+                "chooses the provider.",
+                code="upstream_override_refused",
+            )

@@ -1,0 +1,142 @@
+"""OpenAI-format requests through the gateway to the mock provider: pass-through fidelity."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp.test_utils import TestClient
+
+from gateway.mock import MockState
+from tests.conftest import KEY_A, PROVIDER_KEY
+
+Client = TestClient[Any, Any]
+AUTH = {"Authorization": f"Bearer {KEY_A}"}
+
+
+async def test_chat_completion_reaches_provider_byte_identical_with_provider_key(
+    gateway: Client, mock: MockState
+) -> None:
+    # Odd spacing, a float with a trailing zero and an unknown field: all must survive.
+    body = (
+        b'{"model": "gpt-4o-mini",  "messages": [{"role": "user", "content": "Hi"}],'
+        b' "temperature": 0.50, "x_new_field": {"b": 1, "a": 2}}'
+    )
+    resp = await gateway.post("/v1/chat/completions", data=body, headers=AUTH)
+    assert resp.status == 200
+    answer = await resp.json()
+    assert answer["choices"][0]["message"]["content"] == "Mock answer: Hi"
+    assert answer["usage"]["prompt_tokens"] > 0
+    assert len(mock.requests) == 1
+    sent = mock.requests[0]
+    assert sent.path == "/v1/chat/completions"
+    assert sent.body == body
+    assert sent.headers["authorization"] == f"Bearer {PROVIDER_KEY}"
+    assert KEY_A not in orjson.dumps(sent.headers).decode()
+
+
+async def test_response_carries_gateway_headers(gateway: Client) -> None:
+    resp = await gateway.post(
+        "/v1/chat/completions",
+        json={"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]},
+        headers=AUTH,
+    )
+    assert resp.status == 200
+    assert resp.headers["x-gateway-route"] == "chat"
+    assert resp.headers["x-gateway-attempts"] == "1"
+    assert len(resp.headers["x-request-id"]) == 32
+    assert resp.headers["Content-Type"].startswith("application/json")
+
+
+async def test_client_request_id_is_kept_when_well_formed(gateway: Client) -> None:
+    headers = {**AUTH, "x-request-id": "trace-123"}
+    resp = await gateway.get("/v1/models", headers=headers)
+    assert resp.headers["x-request-id"] == "trace-123"
+    bad = await gateway.get("/v1/models", headers={**AUTH, "x-request-id": "a b\tc"})
+    assert bad.headers["x-request-id"] != "a b\tc"
+
+
+async def test_model_rewrite_changes_only_the_model(gateway: Client, mock: MockState) -> None:
+    payload = {"model": "cheap-classifier", "messages": [], "zeta": 1, "alpha": [1, 2]}
+    resp = await gateway.post("/v1/chat/completions", json=payload, headers=AUTH)
+    assert resp.status == 200
+    assert resp.headers["x-gateway-route"] == "cheap"
+    upstream = mock.requests[0].json()
+    assert upstream == {**payload, "model": "gpt-4o-mini"}
+    assert list(upstream) == ["model", "messages", "zeta", "alpha"]
+
+
+async def test_embeddings_completions_and_responses_pass_through(
+    gateway: Client, mock: MockState
+) -> None:
+    cases = [
+        ("/v1/embeddings", {"model": "text-embedding-3-small", "input": ["a", "b"]}),
+        ("/v1/completions", {"model": "gpt-3.5-turbo-instruct", "prompt": "Say hi"}),
+        ("/v1/responses", {"model": "gpt-4o-mini", "input": "Hello"}),
+    ]
+    for path, payload in cases:
+        resp = await gateway.post(path, json=payload, headers=AUTH)
+        assert resp.status == 200, path
+        assert resp.headers["x-gateway-route"] == "openai"
+    embeddings = await (await gateway.post("/v1/embeddings", json=cases[0][1], headers=AUTH)).json()
+    assert len(embeddings["data"]) == 2
+    assert [r.path for r in mock.requests[:3]] == [c[0] for c in cases]
+
+
+async def test_models_list_and_other_v1_paths_pass_through(
+    gateway: Client, mock: MockState
+) -> None:
+    models = await gateway.get("/v1/models?limit=5", headers=AUTH)
+    assert models.status == 200
+    assert "gpt-4o-mini" in {m["id"] for m in (await models.json())["data"]}
+    assert mock.requests[0].query == "limit=5"
+    unknown = await gateway.get("/v1/files/file-1", headers=AUTH)
+    # The provider's own answer (the mock has no files API) comes back unchanged.
+    assert unknown.status == 404
+    assert (await unknown.json())["error"]["code"] == "unknown_url"
+    assert mock.requests[1].path == "/v1/files/file-1"
+
+
+async def test_provider_error_status_and_body_reach_client(
+    gateway: Client, mock: MockState
+) -> None:
+    headers = {**AUTH, "x-mock-status": "429", "x-mock-retry-after": "7"}
+    resp = await gateway.post(
+        "/v1/chat/completions", json={"model": "gpt-4o", "messages": []}, headers=headers
+    )
+    assert resp.status == 429
+    assert resp.headers["Retry-After"] == "7"
+    assert (await resp.json())["error"]["message"] == "mock 429"
+
+
+async def test_provider_echoing_request_headers_never_reveals_provider_key(
+    gateway: Client,
+) -> None:
+    headers = {**AUTH, "x-mock-echo-headers": "1", "x-mock-status": "400"}
+    resp = await gateway.post(
+        "/v1/chat/completions", json={"model": "gpt-4o", "messages": []}, headers=headers
+    )
+    text = await resp.text()
+    assert resp.status == 400
+    assert "authorization" in text.lower()  # the echo happened
+    assert PROVIDER_KEY not in text
+    assert KEY_A not in text
+
+
+async def test_hop_by_hop_headers_are_not_forwarded_upstream(
+    gateway: Client, mock: MockState
+) -> None:
+    headers = {
+        **AUTH,
+        "Connection": "keep-alive, X-Secret-Hop",
+        "X-Secret-Hop": "1",
+        "X-Forwarded-For": "10.0.0.1",
+        "X-App-Tag": "kept",
+    }
+    await gateway.post(
+        "/v1/chat/completions", json={"model": "gpt-4o", "messages": []}, headers=headers
+    )
+    sent = mock.requests[0].headers
+    assert "x-secret-hop" not in sent
+    assert "x-forwarded-for" not in sent
+    assert sent["x-app-tag"] == "kept"
