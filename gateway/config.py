@@ -48,6 +48,43 @@ class ProviderConfig(_Frozen):
     headers: dict[str, str] = Field(default_factory=dict)
 
 
+class RetryConfig(_Frozen):
+    """Retries of one target before the next fallback is tried."""
+
+    attempts: int = Field(3, ge=1, le=10)  # tries per target, the first one included
+    base_s: float = Field(0.5, ge=0)  # backoff: full jitter between 0 and base * 2^n …
+    max_s: float = Field(8.0, ge=0)  # … capped here
+    max_retry_after_s: float = Field(60.0, ge=0)  # a longer provider Retry-After is not slept
+    per_try_timeout_s: float | None = Field(None, gt=0)
+    ttfb_timeout_s: float | None = Field(None, gt=0)  # streams: first byte of each try
+
+
+class CircuitConfig(_Frozen):
+    """Per (provider, model): opens on consecutive failures or on an error rate."""
+
+    failures: int = Field(5, ge=1)
+    error_rate: float = Field(0.5, gt=0, le=1)
+    window_s: float = Field(30.0, gt=0)
+    min_requests: int = Field(20, ge=1)
+    cooldown_s: float = Field(30.0, gt=0)
+
+
+class FallbackTarget(_Frozen):
+    provider: Name
+    model: str | None = None  # None: the model the primary would have used
+
+
+class CacheConfig(_Frozen):
+    """Response cache of a route; a route without a `cache` section does not cache."""
+
+    enabled: bool = True
+    ttl_s: int = Field(3600, gt=0)
+    max_entry_bytes: int = Field(1024 * 1024, gt=0)
+    cache_nondeterministic: bool = False  # requests with temperature > 0
+    shared_across_keys: bool = False
+    stale_s: float = Field(0.0, ge=0)  # serve-stale window past expiry when every target fails
+
+
 class RouteMatch(_Frozen):
     path: str = "/v1/*"
     model: str = "*"
@@ -62,6 +99,12 @@ class RouteConfig(_Frozen):
     timeout_s: float = Field(300.0, gt=0)
     # Longest silence allowed between two chunks of a stream.
     idle_timeout_s: float = Field(120.0, gt=0)
+    retry: RetryConfig = RetryConfig()
+    fallbacks: list[FallbackTarget] = Field(default_factory=list)
+    circuit: CircuitConfig = CircuitConfig()
+    hedge_after_s: float | None = Field(None, gt=0)
+    json_repair: Literal["off", "retry"] = "off"
+    cache: CacheConfig | None = None
 
 
 class KeyConfig(_Frozen):
@@ -84,12 +127,16 @@ class GatewayConfig(_Frozen):
         _unique("keys", [k.name for k in self.keys])
         _unique("keys", [k.key_sha256 for k in self.keys], what="key_sha256")
         route_names = {r.name for r in self.routes}
+        known = ", ".join(sorted(self.providers))
         for i, route in enumerate(self.routes):
-            if route.provider not in self.providers:
-                known = ", ".join(sorted(self.providers))
-                raise ValueError(
-                    f"routes[{i}].provider: unknown provider {route.provider!r} (known: {known})"
-                )
+            targets = [("provider", route.provider)] + [
+                (f"fallbacks[{j}].provider", f.provider) for j, f in enumerate(route.fallbacks)
+            ]
+            for where, name in targets:
+                if name not in self.providers:
+                    raise ValueError(
+                        f"routes[{i}].{where}: unknown provider {name!r} (known: {known})"
+                    )
         for i, key in enumerate(self.keys):
             unknown = [r for r in key.routes if r != "*" and r not in route_names]
             if unknown:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from gateway.runtime import Runtime
 
 FinishHook = Callable[["RequestContext"], Awaitable[None]]
+StaleAnswer = Callable[["RequestContext"], Awaitable["web.StreamResponse | None"]]
 
 
 @dataclass(slots=True)
@@ -56,6 +57,20 @@ class RequestContext:
     error_code: str | None = None
     ttfb_s: float | None = None
     usage: Usage | None = None
+    # HIT, MISS, BYPASS or STALE once the cache stage has run; on HIT/STALE `usage` is the
+    # original answer's (what the hit saved), and no upstream tokens were spent.
+    cache_status: str | None = None
+    # Output anomalies seen in the answer (invalid_json, empty, truncated, refusal).
+    anomalies: list[str] = field(default_factory=list)
+    # The buffered answer body the client received (None for streams and errors).
+    response_body: bytes | None = None
+    # When True, the terminal stage keeps the raw upstream chunks of a successful stream.
+    capture_stream: bool = False
+    captured: list[bytes] = field(default_factory=list)
+    # Applied to each stream chunk before it reaches the client (after capture and usage).
+    stream_filter: Callable[[bytes], bytes] | None = None
+    # Set by the cache: an answer to serve when every upstream target failed.
+    stale_answer: StaleAnswer | None = None
     # Headers every response to this request carries (set before the response is prepared).
     response_headers: dict[str, str] = field(default_factory=dict)
     # Work run once the response is finished (last byte sent, or the client gone).

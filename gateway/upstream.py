@@ -79,6 +79,7 @@ async def _buffered(
             ctx.usage = provider.usage_from_body(orjson.loads(body))
         except orjson.JSONDecodeError:
             ctx.outcome = "malformed_answer"
+        ctx.response_body = body
     elif upstream.status >= 400:
         ctx.outcome = "provider_error"
         body = provider.redact(body)
@@ -105,7 +106,12 @@ async def relay_stream(
     try:
         while chunk:
             reader.feed(chunk)
-            await response.write(chunk)
+            if ctx.capture_stream:
+                ctx.captured.append(chunk)
+            if ctx.stream_filter is not None:
+                chunk = ctx.stream_filter(chunk)
+            if chunk:
+                await response.write(chunk)
             async with asyncio.timeout(idle):
                 chunk = await upstream.content.readany()
     except ConnectionResetError:
