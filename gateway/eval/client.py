@@ -1,0 +1,129 @@
+"""Send chat completions to the gateway and turn each answer, or failure, into a Reply."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+import orjson
+from multidict import CIMultiDictProxy
+
+COST_HEADER = "x-gateway-cost-usd"
+CACHE_HEADER = "x-gateway-cache"
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One answer; `error` is set instead of `output` when the request failed."""
+
+    output: str | None = None
+    error: str | None = None
+    latency_ms: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_micros: int = 0
+    cache: str | None = None
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class GatewayClient:
+    """One ClientSession for a whole eval; at most `concurrency` requests in flight."""
+
+    def __init__(self, url: str, key: str, concurrency: int, timeout_s: float) -> None:
+        self._endpoint = f"{url}/v1/chat/completions"
+        self._key = key
+        self._limit = asyncio.Semaphore(concurrency)
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> GatewayClient:
+        self._session = aiohttp.ClientSession()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def chat(self, body: dict[str, Any], *, no_cache: bool = False) -> Reply:
+        """POST one chat completion; every failure becomes a Reply with `error` set."""
+        assert self._session is not None, "use GatewayClient as an async context manager"
+        headers = {"Authorization": f"Bearer {self._key}", "Content-Type": "application/json"}
+        if no_cache:
+            headers["Cache-Control"] = "no-cache"
+        async with self._limit:
+            started = time.perf_counter()
+            try:
+                async with self._session.post(
+                    self._endpoint, data=orjson.dumps(body), headers=headers, timeout=self._timeout
+                ) as response:
+                    raw = await response.read()
+            except TimeoutError:
+                return Reply(error=f"timeout after {self._timeout.total:g}s")
+            except aiohttp.ClientError as exc:
+                return Reply(error=f"connection error: {exc or type(exc).__name__}")
+            latency_ms = (time.perf_counter() - started) * 1000
+        return parse_reply(response.status, response.headers, raw, latency_ms)
+
+
+def parse_reply(
+    status: int, headers: CIMultiDictProxy[str], raw: bytes, latency_ms: float
+) -> Reply:
+    """Read the answer, usage, cost and cache state from an OpenAI-shaped response."""
+    cost = cost_micros(headers.get(COST_HEADER))
+    cache = headers.get(CACHE_HEADER)
+    if status != 200:
+        error = f"HTTP {status}: {_error_message(raw)}"
+        return Reply(error=error, latency_ms=latency_ms, cost_micros=cost, cache=cache)
+    try:
+        data = orjson.loads(raw)
+        content = data["choices"][0]["message"].get("content")
+        usage = data.get("usage") or {}
+        prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        completion_tokens = int(usage.get("completion_tokens") or 0)
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+        error = f"bad response: {type(exc).__name__}: {str(exc)[:200]}"
+        return Reply(error=error, latency_ms=latency_ms, cost_micros=cost, cache=cache)
+    return Reply(
+        output=content if isinstance(content, str) else "",
+        latency_ms=latency_ms,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        cost_micros=cost,
+        cache=cache,
+    )
+
+
+def cost_micros(header: str | None) -> int:
+    """The gateway's cost header (decimal USD) as integer micro-dollars; 0 when absent."""
+    if not header:
+        return 0
+    try:
+        micros = (Decimal(header.strip()) * 1_000_000).to_integral_value(ROUND_HALF_UP)
+    except InvalidOperation:
+        return 0
+    return int(micros) if micros.is_finite() and micros >= 0 else 0
+
+
+def _error_message(raw: bytes) -> str:
+    try:
+        data = orjson.loads(raw)
+        message = data["error"]["message"]
+        if isinstance(message, str):
+            return message[:300]
+    except (ValueError, KeyError, TypeError):
+        pass
+    text = raw.decode("utf-8", errors="replace").strip()
+    return text[:300] or "(empty body)"
