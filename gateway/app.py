@@ -2,20 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 
 import aiohttp
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
+from gateway.admin import add_admin_routes
+from gateway.cache.state import cache_state
 from gateway.config import GatewayConfig
+from gateway.exposition import EXPORTER, metrics_endpoint, observability
+from gateway.metrics import METRICS, Metrics
 from gateway.middleware import edge_middleware, stamp_headers
+from gateway.observe import timed_upstream
 from gateway.pipeline import Stage, compose
+from gateway.resilience import RESILIENCE, Resilience
 from gateway.routes import PIPELINE, RUNTIME, STORE, add_routes
 from gateway.runtime import Runtime
 from gateway.stages.auth import authenticate
 from gateway.stages.body import read_body
+from gateway.stages.cache import cache_responses
+from gateway.stages.limits import OUTAGE_SPEND, UNPRICED_SEEN, enforce_limits
 from gateway.stages.routing import choose_route
+from gateway.stages.usage import ensure_stream_usage
+from gateway.stats_export import SnapshotExporter
 from gateway.store import open_store
+from gateway.store.accounting import ACCOUNTING, Accounting, StoreUnavailable
 from gateway.upstream import HTTP_SESSION, call_upstream
 
 # The request path, in order (DESIGN.md): each stage may answer itself or call the next.
@@ -23,20 +37,37 @@ DEFAULT_STAGES: tuple[Stage, ...] = (
     authenticate,  # gateway key → ctx.key
     read_body,  # size limit, JSON, model, stream flag
     choose_route,  # route, provider, model rewrite
+    ensure_stream_usage,  # OpenAI streams report usage (taken out again for the client)
+    enforce_limits,  # rate limits, budget reservation; the bill once the answer is done
+    cache_responses,  # answer from the cache, or store the answer of a miss
     call_upstream,  # terminal: the provider's answer, buffered or streamed
 )
 
 
-def create_app(config: GatewayConfig, stages: Sequence[Stage] = DEFAULT_STAGES) -> web.Application:
+def create_app(
+    config: GatewayConfig,
+    stages: Sequence[Stage] = DEFAULT_STAGES,
+    registry: CollectorRegistry | None = None,
+) -> web.Application:
+    """`registry`: where the metrics are registered (a fresh one by default)."""
     app = web.Application(
         middlewares=[edge_middleware], client_max_size=config.server.max_body_bytes
     )
     app[RUNTIME] = Runtime.build(config)
-    app[PIPELINE] = compose(stages)
+    app[PIPELINE] = compose([*stages[:-1], timed_upstream(stages[-1])])
+    app[METRICS] = Metrics(registry or CollectorRegistry(), app[RUNTIME])
+    app[EXPORTER] = SnapshotExporter(app[METRICS])
+    app[RESILIENCE] = Resilience()  # circuits, retry budgets and counters of this process
+    app[OUTAGE_SPEND] = {}
+    app[UNPRICED_SEEN] = set()
     app.cleanup_ctx.append(_http_session)
     app.cleanup_ctx.append(_store)
+    app.cleanup_ctx.append(cache_state)  # after the store: the cache uses it
+    app.cleanup_ctx.append(observability)  # after the store: the request log uses it
     app.on_response_prepare.append(stamp_headers)
     add_routes(app)
+    add_admin_routes(app)
+    app.router.add_get("/metrics", metrics_endpoint)
     return app
 
 
@@ -56,5 +87,21 @@ async def _http_session(app: web.Application) -> AsyncIterator[None]:
 async def _store(app: web.Application) -> AsyncIterator[None]:
     store = open_store(app[RUNTIME].config.storage.url)
     app[STORE] = store
+    app[ACCOUNTING] = Accounting(store)
+    sweeper = asyncio.create_task(_sweep_forever(app[ACCOUNTING]))
     yield
+    sweeper.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await sweeper
     await store.aclose()
+
+
+SWEEP_INTERVAL_S = 5.0
+
+
+async def _sweep_forever(accounting: Accounting) -> None:
+    """Charge reservations left by crashed processes (every replica does it; it is idempotent)."""
+    while True:
+        await asyncio.sleep(SWEEP_INTERVAL_S)
+        with contextlib.suppress(StoreUnavailable):
+            await accounting.sweep()

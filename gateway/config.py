@@ -85,9 +85,56 @@ class CacheConfig(_Frozen):
     stale_s: float = Field(0.0, ge=0)  # serve-stale window past expiry when every target fails
 
 
+class BudgetConfig(_Frozen):
+    """Spending caps over UTC calendar periods; at least one must be set."""
+
+    usd_per_day: float | None = Field(None, gt=0)
+    usd_per_month: float | None = Field(None, gt=0)
+    tokens_per_month: int | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> BudgetConfig:
+        if self.usd_per_day is None and self.usd_per_month is None and not self.tokens_per_month:
+            raise ValueError("a budget needs usd_per_day, usd_per_month or tokens_per_month")
+        return self
+
+
+class RateLimitConfig(_Frozen):
+    rpm: int | None = Field(None, gt=0)  # requests per minute
+    tpm: int | None = Field(None, gt=0)  # tokens per minute (input estimate + max output)
+
+
+class PriceConfig(_Frozen):
+    """USD per 1M tokens."""
+
+    input: float = Field(ge=0)
+    output: float = Field(0.0, ge=0)
+    cached_input: float | None = Field(None, ge=0)  # default: the input price
+    cache_write: float | None = Field(None, ge=0)  # default: the input price
+
+
+class AccountingConfig(_Frozen):
+    # A reservation not settled within this time (a crashed process) is charged in full.
+    reservation_ttl_s: int = Field(900, ge=1)
+    # What a request to a model without a price costs (reserved and billed): never free.
+    unpriced_request_usd: float = Field(0.05, gt=0)
+    # Keys with a budget when the store is unreachable: refuse (503), or allow per process
+    # up to each key's `outage_allowance_usd`.
+    budget_on_store_error: Literal["refuse", "allowance"] = "refuse"
+
+
+class AdminConfig(_Frozen):
+    token_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
 class RouteMatch(_Frozen):
+    """Every condition given must hold. Globs for path and model; exact header values."""
+
     path: str = "/v1/*"
     model: str = "*"
+    keys: list[str] | None = None  # only requests with one of these gateway keys (by name)
+    headers: dict[str, str] = Field(default_factory=dict)  # e.g. {x-gateway-tier: cheap}
+    max_body_bytes: int | None = Field(None, gt=0)  # only requests at most this large
 
 
 class RouteConfig(_Frozen):
@@ -105,12 +152,23 @@ class RouteConfig(_Frozen):
     hedge_after_s: float | None = Field(None, gt=0)
     json_repair: Literal["off", "retry"] = "off"
     cache: CacheConfig | None = None
+    # Caps the spend of every key on this route together.
+    budget: BudgetConfig | None = None
+    # Output tokens reserved when a request sets no max_tokens.
+    default_max_output_tokens: int = Field(4096, gt=0)
 
 
 class KeyConfig(_Frozen):
     name: Name
     key_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
     routes: list[str] = Field(min_length=1)
+    budget: BudgetConfig | None = None
+    # Budgets of this key on one route: {route name: budget}.
+    route_budgets: dict[str, BudgetConfig] = Field(default_factory=dict)
+    rate_limit: RateLimitConfig | None = None
+    # POSTed a small JSON notice when a budget crosses 50%, 80% and 100%.
+    webhook_url: Annotated[str, Field(pattern=r"^https?://")] | None = None
+    outage_allowance_usd: float = Field(0.0, ge=0)
 
 
 class GatewayConfig(_Frozen):
@@ -120,6 +178,9 @@ class GatewayConfig(_Frozen):
     providers: dict[Name, ProviderConfig] = Field(min_length=1)
     routes: list[RouteConfig] = Field(min_length=1)
     keys: list[KeyConfig] = Field(default_factory=list)
+    pricing: dict[str, PriceConfig] = Field(default_factory=dict)
+    accounting: AccountingConfig = AccountingConfig()
+    admin: AdminConfig | None = None
 
     @model_validator(mode="after")
     def _references_resolve(self) -> GatewayConfig:
@@ -141,6 +202,9 @@ class GatewayConfig(_Frozen):
             unknown = [r for r in key.routes if r != "*" and r not in route_names]
             if unknown:
                 raise ValueError(f"keys[{i}].routes: unknown route {unknown[0]!r}")
+            unknown = [r for r in key.route_budgets if r not in route_names]
+            if unknown:
+                raise ValueError(f"keys[{i}].route_budgets: unknown route {unknown[0]!r}")
         return self
 
 

@@ -57,6 +57,13 @@ class RequestContext:
     error_code: str | None = None
     ttfb_s: float | None = None
     usage: Usage | None = None
+    # Money, in integer micro-dollars: what this request cost (None until accounted), how that
+    # was known (usage, estimate, reserved, unpriced, cache, none), what a cache hit saved.
+    cost_micro: int | None = None
+    # SSE events relayed to the client (an estimate of output tokens when a stream is cut).
+    stream_events: int = 0
+    cost_source: str | None = None
+    saved_micro: int = 0
     # HIT, MISS, BYPASS or STALE once the cache stage has run; on HIT/STALE `usage` is the
     # original answer's (what the hit saved), and no upstream tokens were spent.
     cache_status: str | None = None

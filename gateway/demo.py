@@ -15,7 +15,9 @@ from gateway.mock import create_mock_app
 from gateway.serve import new_event_loop, new_key, runner_for
 
 
-def demo_config(mock_url: str, key_sha256: str, provider_key: str) -> GatewayConfig:
+def demo_config(
+    mock_url: str, key_sha256: str, provider_key: str, admin_sha256: str
+) -> GatewayConfig:
     data: dict[str, Any] = {
         "storage": {"url": "memory://"},
         "logging": {"format": "console"},
@@ -29,16 +31,26 @@ def demo_config(mock_url: str, key_sha256: str, provider_key: str) -> GatewayCon
             {"name": "models", "match": {"path": "/v1/models*"}, "provider": "openai"},
             {"name": "claude", "match": {"model": "claude-*"}, "provider": "anthropic"},
         ],
-        "keys": [{"name": "demo", "key_sha256": key_sha256, "routes": ["*"]}],
+        "keys": [
+            {
+                "name": "demo",
+                "key_sha256": key_sha256,
+                "routes": ["*"],
+                "budget": {"usd_per_month": 10},
+                "rate_limit": {"rpm": 600},
+            }
+        ],
+        "admin": {"token_sha256": admin_sha256},
     }
     return parse_config(data, "<demo>")
 
 
-def banner(url: str, key: str) -> str:
+def banner(url: str, key: str, admin_token: str) -> str:
     return f"""
 llm-gateway demo: a gateway on {url}, in front of the bundled mock provider.
 
-  gateway key:  {key}
+  gateway key:  {key}   (budget $10/month, 600 requests/minute)
+  admin token:  {admin_token}   ({url}/admin/stats, {url}/admin/keys)
   export GATEWAY_API_KEY={key}
 
   curl {url}/v1/chat/completions \\
@@ -60,13 +72,14 @@ async def run_demo(host: str, port: int, mock_port: int) -> None:
     await mock.setup()
     await web.TCPSite(mock, host, mock_port).start()
     key, key_sha256 = new_key()
-    config = demo_config(f"http://{host}:{mock_port}", key_sha256, provider_key)
+    admin_token, admin_sha256 = new_key()
+    config = demo_config(f"http://{host}:{mock_port}", key_sha256, provider_key, admin_sha256)
     configure_logging(LoggingConfig(format="console"))
     gateway = runner_for(create_app(config))
     await gateway.setup()
     try:
         await web.TCPSite(gateway, host, port).start()
-        print(banner(f"http://{host}:{port}", key), flush=True)
+        print(banner(f"http://{host}:{port}", key, admin_token), flush=True)
         await asyncio.Event().wait()
     finally:
         await gateway.cleanup()

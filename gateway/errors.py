@@ -61,6 +61,23 @@ class BodyTooLarge(GatewayError):
     code = "request_too_large"
 
 
+class RateLimited(GatewayError):
+    """Over the key's per-minute limit: the SDK may wait `Retry-After` and try again."""
+
+    status = 429
+    error_type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+    should_retry = True
+
+
+class BudgetExhausted(GatewayError):
+    """A budget is spent; retrying before the period resets cannot help."""
+
+    status = 429
+    error_type = "insufficient_quota"
+    code = "insufficient_quota"
+
+
 class UpstreamFailed(GatewayError):
     status = 502
     error_type = "api_error"

@@ -11,6 +11,7 @@ import structlog
 
 from gateway.config import LoggingConfig
 from gateway.context import RequestContext
+from gateway.pricing import usd
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 
@@ -28,6 +29,7 @@ def configure_logging(config: LoggingConfig) -> None:
         processors=[
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[config.level]),
@@ -58,8 +60,16 @@ def request_fields(ctx: RequestContext) -> dict[str, Any]:
         "input_tokens": usage.input_tokens if usage else None,
         "output_tokens": usage.output_tokens if usage else None,
         "cached_tokens": usage.cached_input_tokens if usage else None,
+        "cost_usd": usd(ctx.cost_micro) if ctx.cost_micro is not None else None,
+        "cost_source": ctx.cost_source,
+        "saved_usd": usd(ctx.saved_micro) if ctx.saved_micro else None,
+        "cache": ctx.cache_status,
+        "anomalies": ctx.anomalies or None,
     }
 
 
-def log_request(ctx: RequestContext) -> None:
-    structlog.get_logger("gateway.request").info("request", **request_fields(ctx))
+def log_request(ctx: RequestContext) -> dict[str, Any]:
+    """Write the request's one log line; returns its fields (the request log stores them)."""
+    fields = request_fields(ctx)
+    structlog.get_logger("gateway.request").info("request", **fields)
+    return fields

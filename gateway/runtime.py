@@ -6,9 +6,11 @@ import fnmatch
 import hashlib
 import hmac
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gateway.config import GatewayConfig, KeyConfig, RouteConfig
+from gateway.pricing import PriceTable
 from gateway.providers import Provider, build_provider
 
 
@@ -22,6 +24,15 @@ class CompiledRoute:
     def matches(self, path: str, model: str) -> bool:
         return bool(self.path.fullmatch(path) and self.model.fullmatch(model))
 
+    def accepts(self, key: str, headers: Mapping[str, str], body_size: int) -> bool:
+        """The conditions beyond path and model: key names, header values, body size."""
+        match = self.config.match
+        if match.keys is not None and key not in match.keys:
+            return False
+        if match.max_body_bytes is not None and body_size > match.max_body_bytes:
+            return False
+        return all(headers.get(name) == value for name, value in match.headers.items())
+
 
 @dataclass(frozen=True, slots=True)
 class Runtime:
@@ -31,6 +42,9 @@ class Runtime:
     keys: tuple[tuple[bytes, KeyConfig], ...]
     routes: tuple[CompiledRoute, ...]
     providers: dict[str, Provider]
+    prices: PriceTable
+    # Model names that may appear as metric and statistics labels (others become "other").
+    known_models: frozenset[str]
 
     @classmethod
     def build(cls, config: GatewayConfig) -> Runtime:
@@ -45,7 +59,21 @@ class Runtime:
             for r in config.routes
         )
         keys = tuple((bytes.fromhex(k.key_sha256), k) for k in config.keys)
-        return cls(config=config, keys=keys, routes=routes, providers=providers)
+        prices = PriceTable(config.pricing)
+        return cls(
+            config=config,
+            keys=keys,
+            routes=routes,
+            providers=providers,
+            prices=prices,
+            known_models=prices.names() | _config_models(config),
+        )
+
+    def model_label(self, model: str | None) -> str:
+        """A bounded label for a model name: known models as they are, anything else "other"."""
+        if not model:
+            return "none"
+        return model if model in self.known_models else "other"
 
     def find_key(self, secret: str) -> KeyConfig | None:
         """The key whose sha256 matches `secret`, comparing against every key in constant time."""
@@ -56,6 +84,15 @@ class Runtime:
             if hmac.compare_digest(stored, digest):
                 found = key
         return found
+
+
+def _config_models(config: GatewayConfig) -> frozenset[str]:
+    names: set[str] = set()
+    for route in config.routes:
+        if not any(c in route.match.model for c in "*?["):
+            names.add(route.match.model)
+        names.update(m for m in [route.model, *(f.model for f in route.fallbacks)] if m)
+    return frozenset(names)
 
 
 def _glob(pattern: str) -> re.Pattern[str]:

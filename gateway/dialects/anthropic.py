@@ -35,8 +35,13 @@ class AnthropicDialect(Dialect):
         return b"event: error\ndata: " + body + b"\n\n"
 
 
+# Our types that Anthropic spells differently.
+_RENAMED = {"insufficient_quota": "rate_limit_error"}
+
+
 def _error_object(err: GatewayError) -> dict[str, str]:
-    kind = err.error_type if err.error_type in _TYPES else "api_error"
+    kind = _RENAMED.get(err.error_type, err.error_type)
+    kind = kind if kind in _TYPES else "api_error"
     return {"type": kind, "message": err.message}
 
 

@@ -32,10 +32,13 @@ def _select(ctx: RequestContext) -> CompiledRoute:
     """
     key = ctx.authenticated_key()
     path, model = ctx.request.path, ctx.model or ""
+    headers, size = ctx.request.headers, len(ctx.body)
     matching = [
         r
         for r in ctx.runtime.routes
-        if r.provider.kind == ctx.dialect.name and r.matches(path, model)
+        if r.provider.kind == ctx.dialect.name
+        and r.matches(path, model)
+        and r.accepts(key.name, headers, size)
     ]
     allowed = key.routes
     for route in matching:

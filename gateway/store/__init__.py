@@ -1,23 +1,31 @@
-"""The shared store: Redis, or the embedded `memory://` store speaking the same commands."""
+"""The shared store: Redis, a Redis Cluster, or the embedded `memory://` store (same commands)."""
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 # A request never waits long on the store: these bound every command.
 COMMAND_TIMEOUT_S = 0.5
 CONNECT_TIMEOUT_S = 0.5
 
+Store = Redis | RedisCluster
 
-def open_store(url: str) -> Redis:
-    """`memory://` gives an in-process store (fakeredis, Lua included) for one process."""
+CLUSTER_SCHEMES = ("redis-cluster://", "rediss-cluster://")
+
+
+def open_store(url: str) -> Store:
+    """`memory://`: in-process (fakeredis, Lua included), one process only.
+    `redis://`, `rediss://`: one Redis. `redis-cluster://host:port`: a Redis Cluster."""
     if url.startswith("memory://"):
-        from fakeredis import FakeAsyncRedis  # imported lazily: only the embedded store needs it
+        from fakeredis import FakeAsyncRedis  # lazily: only the embedded store needs it
 
         store: Redis = FakeAsyncRedis()
         return store
+    if url.startswith(CLUSTER_SCHEMES):
+        plain = url.replace("-cluster://", "://", 1)
+        return RedisCluster.from_url(
+            plain, socket_timeout=COMMAND_TIMEOUT_S, socket_connect_timeout=CONNECT_TIMEOUT_S
+        )
     return Redis.from_url(
-        url,
-        socket_timeout=COMMAND_TIMEOUT_S,
-        socket_connect_timeout=CONNECT_TIMEOUT_S,
+        url, socket_timeout=COMMAND_TIMEOUT_S, socket_connect_timeout=CONNECT_TIMEOUT_S
     )

@@ -26,9 +26,12 @@ async def test_message(gateway_stack: Stack) -> None:
 
 
 async def test_message_stream(gateway_stack: Stack) -> None:
-    async with _client(gateway_stack) as client, client.messages.stream(
-        model="claude-haiku-4-5", max_tokens=100, messages=MESSAGES
-    ) as stream:
+    async with (
+        _client(gateway_stack) as client,
+        client.messages.stream(
+            model="claude-haiku-4-5", max_tokens=100, messages=MESSAGES
+        ) as stream,
+    ):
         text = "".join([t async for t in stream.text_stream])
         final = await stream.get_final_message()
     assert text == "Mock answer: Hello Claude"

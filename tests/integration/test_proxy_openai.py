@@ -8,7 +8,7 @@ import orjson
 from aiohttp.test_utils import TestClient
 
 from gateway.mock import MockState
-from tests.conftest import KEY_A, PROVIDER_KEY
+from tests.conftest import KEY_A, KEY_B, PROVIDER_KEY, sha
 
 Client = TestClient[Any, Any]
 AUTH = {"Authorization": f"Bearer {KEY_A}"}
@@ -100,7 +100,13 @@ async def test_models_list_and_other_v1_paths_pass_through(
 async def test_provider_error_status_and_body_reach_client(
     gateway: Client, mock: MockState
 ) -> None:
-    headers = {**AUTH, "x-mock-status": "429", "x-mock-retry-after": "7"}
+    # The provider says not to retry: its answer comes back at once, as it sent it.
+    headers = {
+        **AUTH,
+        "x-mock-status": "429",
+        "x-mock-retry-after": "7",
+        "x-mock-should-retry": "false",
+    }
     resp = await gateway.post(
         "/v1/chat/completions", json={"model": "gpt-4o", "messages": []}, headers=headers
     )
@@ -140,3 +146,54 @@ async def test_hop_by_hop_headers_are_not_forwarded_upstream(
     assert "x-secret-hop" not in sent
     assert "x-forwarded-for" not in sent
     assert sent["x-app-tag"] == "kept"
+
+
+async def test_cost_saving_route_by_header_and_size_sends_short_prompts_to_small_model(
+    make_gateway: Any, mock: MockState
+) -> None:
+    cheap = {
+        "name": "classify-cheap",
+        "match": {
+            "path": "/v1/chat/completions",
+            "headers": {"x-gateway-tier": "cheap"},
+            "max_body_bytes": 2000,
+        },
+        "provider": "openai",
+        "model": "gpt-4.1-nano",
+    }
+    default = {"name": "default", "match": {"path": "/v1/*"}, "provider": "openai"}
+    keys = [{"name": "team-a", "key_sha256": sha(KEY_A), "routes": ["*"]}]
+    gateway = await make_gateway(routes=[cheap, default], keys=keys)
+    short = {"model": "gpt-4o", "messages": [{"role": "user", "content": "spam or ham?"}]}
+    long = {**short, "messages": [{"role": "user", "content": "x" * 5000}]}
+    tier = {**AUTH, "x-gateway-tier": "cheap"}
+    routed = [
+        (await gateway.post("/v1/chat/completions", json=body, headers=h)).headers[
+            "x-gateway-route"
+        ]
+        for body, h in [(short, tier), (long, tier), (short, AUTH)]
+    ]
+    assert routed == ["classify-cheap", "default", "default"]
+    assert [r.json()["model"] for r in mock.requests] == ["gpt-4.1-nano", "gpt-4o", "gpt-4o"]
+    assert "x-gateway-tier" not in mock.requests[0].headers
+
+
+async def test_route_limited_to_named_keys(make_gateway: Any) -> None:
+    only_b = {
+        "name": "b-only",
+        "match": {"keys": ["team-b"]},
+        "provider": "openai",
+        "model": "gpt-4.1-nano",
+    }
+    default = {"name": "default", "match": {"path": "/v1/*"}, "provider": "openai"}
+    keys = [
+        {"name": "team-a", "key_sha256": sha(KEY_A), "routes": ["*"]},
+        {"name": "team-b", "key_sha256": sha(KEY_B), "routes": ["*"]},
+    ]
+    gateway = await make_gateway(routes=[only_b, default], keys=keys)
+    body = {"model": "gpt-4o", "messages": []}
+    a = await gateway.post("/v1/chat/completions", json=body, headers=AUTH)
+    b = await gateway.post(
+        "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {KEY_B}"}
+    )
+    assert (a.headers["x-gateway-route"], b.headers["x-gateway-route"]) == ("default", "b-only")

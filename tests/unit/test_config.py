@@ -21,8 +21,9 @@ def _error(data: Any, env: dict[str, str] | None = None) -> str:
 
 def test_shipped_example_config_is_valid() -> None:
     config = load_config(ROOT / "config" / "gateway.example.yaml", env={})
-    assert [r.name for r in config.routes][:2] == ["chat-cheap", "openai"]
-    assert config.routes[0].model == "gpt-4o-mini"
+    assert [r.name for r in config.routes][:3] == ["classify-cheap", "chat-cheap", "openai"]
+    assert config.routes[1].model == "gpt-4o-mini"
+    assert config.keys[0].budget is not None
 
 
 def test_env_reference_is_expanded_and_secret_is_hidden() -> None:

@@ -1,0 +1,168 @@
+"""What a request may cost before the call (its plan) and what it cost after (the bill)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from gateway.context import RequestContext, Usage
+from gateway.pricing import MICRO, Price
+from gateway.runtime import Runtime
+from gateway.store.accounting import Scope
+
+# Outcomes after which the provider may have billed tokens we never saw a usage report for.
+_MAYBE_BILLED = frozenset({"client_disconnected", "malformed_answer", "stream_interrupted"})
+_MAX_TOKEN_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Decided before the upstream call; settled against after the answer."""
+
+    billable: bool
+    price: Price | None  # None: unpriced model, billed at `amount_micro`
+    input_estimate: int
+    amount_micro: int  # the worst case, reserved against every budget
+    tokens: int  # input estimate + maximum output, for tokens-per-minute and token budgets
+    scopes: tuple[Scope, ...]
+    rpm: int
+    tpm: int
+
+    @property
+    def needs_store(self) -> bool:
+        return bool(self.scopes or self.rpm or self.tpm)
+
+
+def plan_for(ctx: RequestContext) -> Plan:
+    key = ctx.authenticated_key()
+    runtime = ctx.runtime
+    billable = ctx.request.method == "POST" and ctx.request.path in ctx.dialect.model_endpoints
+    billable = billable and not ctx.request.path.endswith("/count_tokens")
+    price = runtime.prices.get(ctx.upstream_model or "")
+    input_estimate = len(ctx.upstream_body) // 4 + 1 if billable else 0
+    output = max_output_tokens(ctx) if billable else 0
+    if not billable:
+        amount = 0
+    elif price is None:
+        amount = round(runtime.config.accounting.unpriced_request_usd * MICRO)
+    else:
+        amount = price.worst_case_micro(input_estimate, output)
+    limits = key.rate_limit
+    return Plan(
+        billable=billable,
+        price=price,
+        input_estimate=input_estimate,
+        amount_micro=amount,
+        tokens=input_estimate + output,
+        scopes=scopes_for(ctx, runtime) if billable else (),
+        rpm=(limits.rpm or 0) if limits else 0,
+        tpm=(limits.tpm or 0) if limits and billable else 0,
+    )
+
+
+def max_output_tokens(ctx: RequestContext) -> int:
+    """The request's own cap, else the route's default; embeddings produce none."""
+    if ctx.request.path == "/v1/embeddings":
+        return 0
+    payload = ctx.payload or {}
+    for name in _MAX_TOKEN_FIELDS:
+        value = payload.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    route, _ = ctx.target()
+    return route.default_max_output_tokens
+
+
+def scopes_for(ctx: RequestContext, runtime: Runtime) -> tuple[Scope, ...]:
+    """Every budget the request is subject to: its key's, its route's, its key-on-route's."""
+    route, _ = ctx.target()
+    key = ctx.authenticated_key()
+    found = [
+        (f"k:{key.name}", f"key '{key.name}'", key.budget),
+        (f"r:{route.name}", f"route '{route.name}'", route.budget),
+        (
+            f"kr:{key.name}:{route.name}",
+            f"key '{key.name}' on route '{route.name}'",
+            key.route_budgets.get(route.name),
+        ),
+    ]
+    return tuple(
+        Scope(
+            name=name,
+            label=label,
+            day_micro=_micro(budget.usd_per_day),
+            month_micro=_micro(budget.usd_per_month),
+            month_tokens=budget.tokens_per_month,
+        )
+        for name, label, budget in found
+        if budget is not None
+    )
+
+
+def _micro(usd: float | None) -> int | None:
+    return None if usd is None else round(usd * MICRO)
+
+
+def bill(ctx: RequestContext, plan: Plan) -> tuple[int, str, int]:
+    """(cost in micro-dollars, how it is known, tokens) — the rules, in order:
+    a cache hit costs nothing; an unpriced model costs its reservation; a usage report is
+    priced; a cut stream is estimated from what was delivered; an answer the provider may
+    have billed but never reported costs the reservation; a provider error costs nothing."""
+    usage = ctx.usage
+    if ctx.cache_status in ("HIT", "STALE"):
+        if usage is not None and plan.price is not None:
+            ctx.saved_micro = plan.price.cost_micro(usage)
+        return 0, "cache", 0
+    if not plan.billable or ctx.attempts == 0:
+        return 0, "none", 0
+    if plan.price is None:
+        return plan.amount_micro, "unpriced", _tokens(usage) or plan.tokens
+    if ctx.outcome in ("stream_interrupted", "client_disconnected") and ctx.stream_events:
+        seen = usage or Usage(input_tokens=plan.input_estimate)
+        estimate = Usage(
+            input_tokens=seen.input_tokens,
+            output_tokens=max(seen.output_tokens, ctx.stream_events),
+            cached_input_tokens=seen.cached_input_tokens,
+            cache_write_tokens=seen.cache_write_tokens,
+        )
+        return plan.price.cost_micro(estimate), "estimate", _tokens(estimate)
+    if usage is not None:
+        return plan.price.cost_micro(usage), "usage", _tokens(usage)
+    if ctx.outcome in _MAYBE_BILLED or ctx.status == 504:
+        return plan.amount_micro, "reserved", plan.tokens
+    return 0, "none", 0
+
+
+def _tokens(usage: Usage | None) -> int:
+    return usage.input_tokens + usage.output_tokens if usage else 0
+
+
+def stat_fields(ctx: RequestContext, cost: int, tokens: int) -> dict[str, int]:
+    """Month-to-date counters for the admin statistics, per key, model, route and in total."""
+    route, _ = ctx.target()
+    key = ctx.authenticated_key()
+    usage = ctx.usage
+    values = {
+        "requests": 1,
+        "cost": cost,
+        "tokens": tokens,
+        "in": usage.input_tokens if usage and ctx.cache_status != "HIT" else 0,
+        "out": usage.output_tokens if usage and ctx.cache_status != "HIT" else 0,
+        "hits": int(ctx.cache_status in ("HIT", "STALE")),
+        "misses": int(ctx.cache_status == "MISS"),
+        "saved": ctx.saved_micro,
+    }
+    model = ctx.runtime.model_label(ctx.upstream_model)
+    fields: dict[str, int] = {}
+    for prefix in ("all", f"k:{key.name}", f"m:{model}", f"r:{route.name}"):
+        for name, value in values.items():
+            if value:
+                fields[f"{prefix}:{name}"] = value
+    return fields
+
+
+def local_periods(now: datetime | None = None) -> tuple[str, str]:
+    """UTC (day, month) ids from this process's clock, for statistics only (budgets use the
+    store's clock, inside the reservation script)."""
+    now = now or datetime.now(UTC)
+    return now.strftime("%Y%m%d"), now.strftime("%Y%m")

@@ -1,0 +1,234 @@
+"""One attempt against one target: send the request, read the answer or classify the failure."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import aiohttp
+import structlog
+from aiohttp import web
+from multidict import CIMultiDict
+
+from gateway.circuit import CircuitBreaker
+from gateway.context import RequestContext, Usage
+from gateway.deadline import Deadline
+from gateway.errors import DeadlineExceeded, GatewayError, Unavailable, UpstreamFailed
+from gateway.fallbacks import Target
+from gateway.headers import downstream_headers, upstream_headers
+from gateway.resilience import Resilience
+from gateway.retry import Verdict, retry_after_s, verdict_for_status
+
+HTTP_SESSION = web.AppKey("http_session", aiohttp.ClientSession)
+
+_log = structlog.get_logger("gateway.upstream")
+
+
+@dataclass(slots=True)
+class Answer:
+    """A successful attempt: a buffered body, or an open stream whose first chunk is read."""
+
+    target: Target
+    upstream: aiohttp.ClientResponse
+    first: bytes = b""
+    body: bytes | None = None  # None: a stream, still open
+    # Usage of an earlier answer this one replaced (a JSON repair): billed all the same.
+    earlier_usage: Usage | None = None
+
+    @property
+    def streaming(self) -> bool:
+        return self.body is None
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderError:
+    """A provider's error answer, kept so the last one can be passed through to the client."""
+
+    status: int
+    headers: CIMultiDict[str]
+    body: bytes
+
+
+@dataclass(eq=False)
+class AttemptFailed(Exception):
+    """An attempt that gave no answer. Final: `passthrough` goes to the client if set, else
+    `error` is rendered in the client's dialect."""
+
+    target: Target
+    verdict: Verdict
+    reason: str  # http_<status>, connect_error, timeout, redirect, circuit_open, invalid_json
+    error: GatewayError
+    passthrough: ProviderError | None = None
+    retry_after_s: float | None = None
+    # Whether it says the provider is unwell (circuit breaker): 5xx, 408, 429, no connection.
+    provider_failed: bool = True
+
+    def __str__(self) -> str:
+        return f"{self.target.label}: {self.reason}"
+
+
+async def attempt(
+    ctx: RequestContext, res: Resilience, target: Target, deadline: Deadline
+) -> Answer:
+    """One attempt, guarded by the target's circuit, counted in `ctx.attempts`, logged."""
+    route, _ = ctx.target()
+    circuit = res.circuits.get(target.provider.name, target.model or "", route.circuit)
+    permit = circuit.allow()
+    if permit is None:
+        raise _circuit_open(target, circuit)
+    ctx.attempts += 1
+    ctx.response_headers["x-gateway-attempts"] = str(ctx.attempts)
+    number, started = ctx.attempts, time.monotonic()
+    try:
+        answer = await _timed(ctx, res, target)
+    except AttemptFailed as failed:
+        circuit.record(permit, ok=not failed.provider_failed)
+        _count(ctx, res, target, number, started, failed.reason, status=_status(failed))
+        raise
+    except BaseException:
+        if deadline.remaining_s() <= 0:
+            # A provider that hangs until the request's deadline is failing, even without
+            # a per-try timeout to say so.
+            circuit.record(permit, ok=False)
+            _count(ctx, res, target, number, started, "timeout")
+        else:  # a hedge lost or the client left: no verdict on the provider
+            circuit.release(permit)
+            _count(ctx, res, target, number, started, "cancelled")
+        raise
+    circuit.record(permit, ok=True)
+    _count(ctx, res, target, number, started, "ok", status=answer.upstream.status)
+    return answer
+
+
+def close_answer(answer: Answer) -> None:
+    """Drop an answer that will not be used (a hedge that answered second)."""
+    answer.upstream.close()
+
+
+async def _timed(ctx: RequestContext, res: Resilience, target: Target) -> Answer:
+    """The per-try timeout: the whole body of a buffered answer, the first chunk of a stream."""
+    route, _ = ctx.target()
+    limit = route.retry.per_try_timeout_s
+    if ctx.stream and route.retry.ttfb_timeout_s is not None:
+        limit = min(limit or route.retry.ttfb_timeout_s, route.retry.ttfb_timeout_s)
+    try:
+        async with asyncio.timeout(limit):
+            return await _exchange(ctx, res, target)
+    except TimeoutError:
+        message = (
+            f"Provider '{target.provider.name}' did not answer within the per-try timeout "
+            f"of {limit:g}s (route '{route.name}' retry)."
+        )
+        raise AttemptFailed(target, Verdict.RETRY, "timeout", DeadlineExceeded(message)) from None
+
+
+async def _exchange(ctx: RequestContext, res: Resilience, target: Target) -> Answer:
+    provider = target.provider
+    url = provider.url(ctx.request.path)
+    if ctx.request.query_string:
+        url = f"{url}?{ctx.request.query_string}"
+    session = ctx.request.app[HTTP_SESSION]
+    headers = upstream_headers(ctx.request.headers, provider.headers, provider.default_headers)
+    try:
+        upstream = await session.request(
+            ctx.request.method,
+            url,
+            data=target.body or None,
+            headers=headers,
+            allow_redirects=False,  # SECURITY: a provider may not send us elsewhere.
+        )
+    except aiohttp.ClientError as exc:
+        raise _unreachable(target, exc) from None
+    try:
+        return await _read(upstream, target, res)
+    except AttemptFailed:
+        raise
+    except aiohttp.ClientError as exc:
+        upstream.close()
+        raise _unreachable(target, exc) from None
+    except BaseException:
+        upstream.close()  # cancelled mid-answer: the provider sees the connection go
+        raise
+
+
+async def _read(upstream: aiohttp.ClientResponse, target: Target, res: Resilience) -> Answer:
+    status = upstream.status
+    if 300 <= status < 400:
+        upstream.release()
+        message = (
+            f"Provider '{target.provider.name}' answered with a redirect ({status}); "
+            "the gateway does not follow redirects."
+        )
+        raise AttemptFailed(target, Verdict.FINAL, "redirect", UpstreamFailed(message))
+    if status >= 400:
+        body = await upstream.read()
+        upstream.release()
+        raise _provider_error(upstream, body, target, res)
+    if status == 200 and upstream.content_type == "text/event-stream":
+        return Answer(target, upstream, first=await upstream.content.readany())
+    body = await upstream.read()
+    upstream.release()
+    return Answer(target, upstream, body=body)
+
+
+def _provider_error(
+    upstream: aiohttp.ClientResponse, body: bytes, target: Target, res: Resilience
+) -> AttemptFailed:
+    status, headers = upstream.status, upstream.headers
+    passthrough = ProviderError(status, downstream_headers(headers), target.provider.redact(body))
+    message = f"Provider '{target.provider.name}' answered {status}."
+    error = GatewayError(message)
+    error.status = status
+    return AttemptFailed(
+        target,
+        verdict_for_status(status, headers, body),
+        f"http_{status}",
+        error,
+        passthrough=passthrough,
+        retry_after_s=retry_after_s(headers, res.wall_clock()),
+        provider_failed=status >= 500 or status in (408, 429),
+    )
+
+
+def _unreachable(target: Target, exc: BaseException) -> AttemptFailed:
+    message = (
+        f"The gateway could not reach provider '{target.provider.name}' ({type(exc).__name__})."
+    )
+    return AttemptFailed(target, Verdict.RETRY, "connect_error", UpstreamFailed(message))
+
+
+def _circuit_open(target: Target, circuit: CircuitBreaker) -> AttemptFailed:
+    wait = circuit.retry_in_s()
+    message = f"'{target.label}' is failing and its circuit breaker is open"
+    message += f"; it is tried again in {wait:.0f}s." if wait is not None else "."
+    headers = {"Retry-After": str(max(1, round(wait)))} if wait is not None else None
+    error = Unavailable(message, code="circuit_open", headers=headers)
+    return AttemptFailed(target, Verdict.NEXT_TARGET, "circuit_open", error, provider_failed=False)
+
+
+def _status(failed: AttemptFailed) -> int | None:
+    return failed.passthrough.status if failed.passthrough else None
+
+
+def _count(
+    ctx: RequestContext,
+    res: Resilience,
+    target: Target,
+    number: int,
+    started: float,
+    outcome: str,
+    status: int | None = None,
+) -> None:
+    res.stats.attempts[(target.provider.name, outcome)] += 1
+    # A single clean attempt is already in the request's own log line.
+    log = _log.debug if outcome == "ok" and number == 1 else _log.info
+    log(
+        "upstream_attempt",
+        request_id=ctx.request_id,
+        attempt=number,
+        target=target.label,
+        outcome=outcome,
+        status=status,
+        elapsed_ms=round((time.monotonic() - started) * 1000, 2),
+    )

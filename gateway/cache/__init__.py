@@ -1,0 +1,1 @@
+"""The response cache: exact-match keys, stored complete answers, replay, single-flight."""

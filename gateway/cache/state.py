@@ -1,0 +1,46 @@
+"""The cache's per-app state (counters, flights, scripts, Redis health) and its app key."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from gateway.cache.singleflight import Flights
+from gateway.cache.stats import CacheStats, CacheStatsSnapshot
+from gateway.cache.storage import CacheStore, Scripts, StoreHealth
+from gateway.routes import STORE
+
+
+@dataclass(slots=True)
+class CacheState:
+    scripts: Scripts
+    stats: CacheStats = field(default_factory=CacheStats)
+    flights: Flights = field(default_factory=Flights)
+    health: StoreHealth = field(default_factory=StoreHealth)
+
+    def store(self, app: web.Application) -> CacheStore:
+        """A store over the app's current Redis client."""
+        return CacheStore(app[STORE], self.scripts, self.health, self.stats)
+
+
+CACHE_STATE = web.AppKey("cache_state", CacheState)
+
+
+async def cache_state(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: the cache's state lives as long as the app (scripts read at start-up)."""
+    app[CACHE_STATE] = CacheState(Scripts.load())
+    yield
+
+
+def cache_stats(app: web.Application) -> CacheStatsSnapshot:
+    """The cache counters of this process, for metrics and the admin view."""
+    return app[CACHE_STATE].stats.snapshot()
+
+
+async def cache_entry_count(app: web.Application, partition: str | None = None) -> int | None:
+    """Entries in the shared store (every replica's), all or one partition's (`key.<name>`
+    or `shared`); None when the store fails. Walks the keyspace: for admin views only."""
+    state = app[CACHE_STATE]
+    return await state.store(app).count_entries(partition)

@@ -1,0 +1,323 @@
+"""Every Prometheus metric of the gateway: names, labels and buckets, on one injectable registry.
+
+`create_app` makes one `Metrics` per app (`app[METRICS]`); nothing is registered at import.
+Labels take values only from bounded sets: names from the config (keys, routes, providers),
+models named in the config or the price table (else "other"), status codes and fixed words.
+
+Calls other modules make (all cheap, synchronous, never raising on a label they don't know):
+  `set_budget(scope, period, spent_usd, limit_usd)`  scope `k:<key>`, `r:<route>`,
+        `kr:<key>:<route>`; period `day` or `month`. The /metrics handler also refreshes these
+        from the store at each scrape, so calling it after a settle is optional.
+  `budget_alert(scope, percent)`  a budget crossed 50, 80 or 100 percent.
+  `unpriced_model(model)`  a model without a price was billed the flat amount (requests whose
+        context has `cost_source == "unpriced"` are already counted per request).
+  `redis_error(operation)`  a store command failed or timed out (`operation`: a short word).
+Per request, `gateway.observe.record_request` reads the finished context once.
+"""
+
+from __future__ import annotations
+
+import re
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from gateway.config import GatewayConfig
+from gateway.runtime import Runtime
+
+PREFIX = "llm_gateway_"
+# LLM latencies: from a cached answer (tens of ms) to a long generation (minutes).
+LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300, 600)
+TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 20, 60)
+NONE = "none"  # the label value when a request never got that far (no key, no route)
+OTHER = "other"  # the label value for anything outside the bounded set
+CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
+ANOMALIES = frozenset({"invalid_json", "empty", "truncated", "refusal"})
+BUDGET_PERIODS = frozenset({"day", "month"})
+_WORD = re.compile(r"^[a-z0-9_]{1,40}$")
+
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+
+
+def word(value: str) -> str:
+    """A fixed word from the code (a reason, an outcome, an operation), else "other"."""
+    return value if _WORD.match(value) else OTHER
+
+
+class Metrics:
+    """The metric families of one app, and the bounded label sets they accept."""
+
+    def __init__(self, registry: CollectorRegistry, runtime: Runtime) -> None:
+        config = runtime.config
+        self.registry = registry
+        self.model = runtime.model_label
+        self.keys = frozenset(k.name for k in config.keys)
+        self.routes = frozenset(r.name for r in config.routes)
+        self.providers = frozenset(config.providers)
+        self._define(registry)
+        self._define_derived(registry)
+        self._define_budgets(registry, config)
+
+    def _define(self, r: CollectorRegistry) -> None:
+        self.requests = Counter(
+            f"{PREFIX}requests",
+            "Requests answered, by key, route, provider, upstream model, status and cache result.",
+            ["key", "route", "provider", "model", "status", "cache"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            f"{PREFIX}request_duration_seconds",
+            "Whole request, from arrival to the last byte sent (streams included).",
+            ["route", "model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.upstream_duration = Histogram(
+            f"{PREFIX}upstream_duration_seconds",
+            "The upstream call of a request, retries and fallbacks included.",
+            ["provider", "model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            f"{PREFIX}time_to_first_token_seconds",
+            "Streamed requests: from arrival to the first byte of the answer.",
+            ["route", "model"],
+            buckets=TTFT_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Counter(
+            f"{PREFIX}tokens",
+            "Tokens billed upstream, by type: input (not cached), cached (input read from the "
+            "provider's prompt cache) and output. Cache hits of the gateway spend none.",
+            ["key", "route", "model", "type"],
+            registry=r,
+        )
+        self.cost = Counter(
+            f"{PREFIX}cost_usd",
+            "What requests cost, in USD, as billed to the key.",
+            ["key", "route", "model"],
+            registry=r,
+        )
+        self.rejections = Counter(
+            f"{PREFIX}rejections",
+            "Requests the gateway refused itself: auth, forbidden, rate_limit, budget, "
+            "bad_request, too_large, not_found, unavailable.",
+            ["key", "route", "reason"],
+            registry=r,
+        )
+        self.anomalies = Counter(
+            f"{PREFIX}output_anomalies",
+            "Answers with an anomaly: invalid_json (JSON mode), empty, truncated, refusal.",
+            ["route", "model", "kind"],
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            f"{PREFIX}requests_in_flight",
+            "Requests being served now.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.streams_in_flight = Gauge(
+            f"{PREFIX}streams_in_flight",
+            "Streamed requests whose upstream call is under way now.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.redis_errors = Counter(
+            f"{PREFIX}redis_errors",
+            "Store commands that failed or timed out, by operation.",
+            ["operation"],
+            registry=r,
+        )
+        self.unpriced = Counter(
+            f"{PREFIX}unpriced_requests",
+            "Requests to a model without a price, billed the configured flat amount.",
+            ["model"],
+            registry=r,
+        )
+        self.request_log_dropped = Counter(
+            f"{PREFIX}request_log_dropped",
+            "Request log entries not written to the store (slow or unreachable store).",
+            registry=r,
+        )
+
+    def _define_derived(self, r: CollectorRegistry) -> None:
+        """Cache and resilience: lookups and savings per request, the rest from the counters
+        the cache and the resilience layer keep in process (see gateway.stats_export)."""
+        self.cache_lookups = Counter(
+            f"{PREFIX}cache_lookups",
+            "Response cache results: hit, miss, bypass, stale.",
+            ["route", "result"],
+            registry=r,
+        )
+        self.cache_saved_usd = Counter(
+            f"{PREFIX}cache_saved_usd",
+            "What cache hits saved, in USD: the upstream cost of the answers they replayed.",
+            ["key", "route"],
+            registry=r,
+        )
+        self.cache_saved_tokens = Counter(
+            f"{PREFIX}cache_saved_tokens",
+            "Upstream tokens cache hits did not spend.",
+            ["route"],
+            registry=r,
+        )
+        self.cache_stores = Counter(
+            f"{PREFIX}cache_stores", "Answers written to the response cache.", registry=r
+        )
+        self.cache_not_stored = Counter(
+            f"{PREFIX}cache_not_stored",
+            "Cacheable answers not stored (not a complete success, or too large).",
+            registry=r,
+        )
+        self.cache_errors = Counter(
+            f"{PREFIX}cache_errors",
+            "Cache store failures and timeouts (each failed open: the request went upstream).",
+            registry=r,
+        )
+        self.attempts = Counter(
+            f"{PREFIX}upstream_attempts",
+            "Upstream attempts by outcome: ok, http_<status>, connect_error, timeout, ...",
+            ["provider", "outcome"],
+            registry=r,
+        )
+        self.retries = Counter(
+            f"{PREFIX}retries",
+            "Upstream attempts that were retried, by the reason of the retry.",
+            ["provider", "reason"],
+            registry=r,
+        )
+        self.retry_budget_exhausted = Counter(
+            f"{PREFIX}retry_budget_exhausted",
+            "Retries not made because the provider's retry budget was spent.",
+            ["provider"],
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            f"{PREFIX}fallbacks",
+            "Requests that fell back to another target, by route and the provider fallen back to.",
+            ["route", "provider"],
+            registry=r,
+        )
+        self.hedges = Counter(
+            f"{PREFIX}hedges",
+            "Hedged attempts: started, won, lost.",
+            ["route", "result"],
+            registry=r,
+        )
+        self.stream_interruptions = Counter(
+            f"{PREFIX}stream_interruptions",
+            "Streams that broke off after their first byte.",
+            ["provider"],
+            registry=r,
+        )
+        self.circuit_state = Gauge(
+            f"{PREFIX}circuit_state",
+            "Circuit breaker per provider and model: 0 closed, 1 half-open, 2 open.",
+            ["provider", "model"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+
+    def _define_budgets(self, r: CollectorRegistry, config: GatewayConfig) -> None:
+        self.budget_spent = Gauge(
+            f"{PREFIX}budget_spent_usd",
+            "Spent in the current UTC period, per budget (key, route or key on route).",
+            ["key", "route", "period"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        self.budget_limit = Gauge(
+            f"{PREFIX}budget_limit_usd",
+            "The configured limit per budget and period.",
+            ["key", "route", "period"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        self.budget_alerts = Counter(
+            f"{PREFIX}budget_alerts",
+            "Budget thresholds crossed (50, 80, 100 percent).",
+            ["key", "route", "percent"],
+            registry=r,
+        )
+        self.month_cost_by_key = Gauge(
+            f"{PREFIX}key_month_cost_usd",
+            "Spent this UTC calendar month per key, as the store has it (every replica agrees).",
+            ["key"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        self.month_cost_by_model = Gauge(
+            f"{PREFIX}model_month_cost_usd",
+            "Spent this UTC calendar month per upstream model, as the store has it.",
+            ["model"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        for scope, period, limit in budget_limits(config):
+            self.set_budget(scope, period, None, limit)
+
+    def scope_labels(self, scope: str) -> tuple[str, str]:
+        """(key, route) of a budget scope `k:<key>`, `r:<route>` or `kr:<key>:<route>`."""
+        kind, _, rest = scope.partition(":")
+        if kind == "k":
+            return self.key(rest), ""
+        if kind == "r":
+            return "", self.route(rest)
+        if kind == "kr":
+            key, _, route = rest.partition(":")
+            return self.key(key), self.route(route)
+        return OTHER, OTHER
+
+    def key(self, name: str | None) -> str:
+        return NONE if name is None else (name if name in self.keys else OTHER)
+
+    def route(self, name: str | None) -> str:
+        return NONE if name is None else (name if name in self.routes else OTHER)
+
+    def provider(self, name: str | None) -> str:
+        return NONE if name is None else (name if name in self.providers else OTHER)
+
+    def set_budget(
+        self, scope: str, period: str, spent_usd: float | None, limit_usd: float | None
+    ) -> None:
+        """The spend and limit of one budget in its current period (None: leave as it is)."""
+        key, route = self.scope_labels(scope)
+        labels = (key, route, period if period in BUDGET_PERIODS else OTHER)
+        if spent_usd is not None:
+            self.budget_spent.labels(*labels).set(spent_usd)
+        if limit_usd is not None:
+            self.budget_limit.labels(*labels).set(limit_usd)
+
+    def budget_alert(self, scope: str, percent: int) -> None:
+        key, route = self.scope_labels(scope)
+        self.budget_alerts.labels(key, route, _percent(percent)).inc()
+
+    def unpriced_model(self, model: str | None) -> None:
+        self.unpriced.labels(self.model(model)).inc()
+
+    def redis_error(self, operation: str) -> None:
+        self.redis_errors.labels(word(operation)).inc()
+
+
+def _percent(percent: int) -> str:
+    return str(percent) if percent in (50, 80, 100) else OTHER
+
+
+def budget_limits(config: GatewayConfig) -> list[tuple[str, str, float]]:
+    """(scope, period, limit in USD) of every USD budget in the config."""
+    found = [(f"k:{k.name}", k.budget) for k in config.keys]
+    found += [(f"r:{r.name}", r.budget) for r in config.routes]
+    found += [
+        (f"kr:{k.name}:{route}", b) for k in config.keys for route, b in k.route_budgets.items()
+    ]
+    out: list[tuple[str, str, float]] = []
+    for scope, budget in found:
+        if budget is None:
+            continue
+        if budget.usd_per_day is not None:
+            out.append((scope, "day", budget.usd_per_day))
+        if budget.usd_per_month is not None:
+            out.append((scope, "month", budget.usd_per_month))
+    return out

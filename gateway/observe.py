@@ -1,0 +1,126 @@
+"""Per-request observation: metrics from the finished context, the upstream timer, the log."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aiohttp import web
+
+from gateway.context import RequestContext
+from gateway.metrics import ANOMALIES, METRICS, NONE, OTHER, Metrics
+from gateway.pipeline import Next, Stage
+from gateway.pricing import MICRO
+from gateway.requestlog import REQUEST_LOG
+
+# Seconds the terminal (upstream) stage took, retries and fallbacks included.
+UPSTREAM_S = web.RequestKey("upstream_s", float)
+_CACHE_RESULTS = frozenset({"hit", "miss", "bypass", "stale"})
+_REJECTED_4XX = {
+    401: "auth",
+    403: "forbidden",
+    400: "bad_request",
+    404: "not_found",
+    413: "too_large",
+}
+
+
+def record_request(ctx: RequestContext, fields: dict[str, Any]) -> None:
+    """Called once per request by `finish`, after the finish hooks (cost is known)."""
+    app = ctx.request.app
+    record_metrics(app[METRICS], ctx)
+    log = app.get(REQUEST_LOG)
+    if log is not None:
+        log.write(fields)
+
+
+def record_metrics(m: Metrics, ctx: RequestContext) -> None:
+    key = m.key(ctx.key.name if ctx.key else None)
+    route = m.route(ctx.route.name if ctx.route else None)
+    provider = m.provider(ctx.provider.name if ctx.provider else None)
+    model = m.model(ctx.upstream_model or ctx.model)
+    cache = cache_result(ctx)
+    m.requests.labels(key, route, provider, model, status_label(ctx), cache).inc()
+    m.request_duration.labels(route, model).observe(ctx.elapsed_s())
+    if ctx.stream and ctx.ttfb_s is not None:
+        m.ttft.labels(route, model).observe(ctx.ttfb_s)
+    upstream_s = ctx.request.get(UPSTREAM_S)
+    if upstream_s is not None:
+        m.upstream_duration.labels(provider, model).observe(upstream_s)
+    served_from_cache = cache in ("hit", "stale")
+    usage = ctx.usage
+    if usage is not None and not served_from_cache:
+        cached = usage.cached_input_tokens
+        m.tokens.labels(key, route, model, "input").inc(max(0, usage.input_tokens - cached))
+        m.tokens.labels(key, route, model, "cached").inc(cached)
+        m.tokens.labels(key, route, model, "output").inc(usage.output_tokens)
+    if ctx.cost_micro is not None:
+        m.cost.labels(key, route, model).inc(ctx.cost_micro / MICRO)
+    if ctx.cost_source == "unpriced":
+        m.unpriced.labels(model).inc()
+    if cache != NONE:
+        _record_cache(m, ctx, key, route, cache)
+    reason = rejection_reason(ctx)
+    if reason is not None:
+        m.rejections.labels(key, route, reason).inc()
+    for kind in dict.fromkeys(ctx.anomalies):
+        m.anomalies.labels(route, model, kind if kind in ANOMALIES else OTHER).inc()
+
+
+def _record_cache(m: Metrics, ctx: RequestContext, key: str, route: str, result: str) -> None:
+    m.cache_lookups.labels(route, result).inc()
+    if result in ("hit", "stale"):
+        m.cache_saved_usd.labels(key, route).inc(ctx.saved_micro / MICRO)
+        usage = ctx.usage
+        if usage is not None:
+            m.cache_saved_tokens.labels(route).inc(usage.input_tokens + usage.output_tokens)
+
+
+def cache_result(ctx: RequestContext) -> str:
+    """hit, miss, bypass or stale; "none" when the request never reached the cache."""
+    if ctx.cache_status is None:
+        return NONE
+    result = ctx.cache_status.lower()
+    return result if result in _CACHE_RESULTS else OTHER
+
+
+def status_label(ctx: RequestContext) -> str:
+    """The HTTP status sent; 499 (as nginx logs it) when the client left before any."""
+    if ctx.status is not None:
+        return str(ctx.status) if 100 <= ctx.status <= 599 else OTHER
+    return "499" if ctx.outcome == "client_disconnected" else "500"
+
+
+def rejection_reason(ctx: RequestContext) -> str | None:
+    """Why the gateway itself refused the request; None when it did not."""
+    status = ctx.status
+    if ctx.outcome == "rejected" and status is not None:
+        if status == 429:
+            return "budget" if ctx.error_code == "insufficient_quota" else "rate_limit"
+        return _REJECTED_4XX.get(status, "other")
+    if ctx.outcome == "failed" and status == 503:
+        return "unavailable"  # circuit open, shedding, or the budget store unreachable
+    return None
+
+
+def timed_upstream(stage: Stage) -> Stage:
+    """Wraps the terminal stage: its duration per request, and the streams under way.
+
+    The terminal stage returns only after the last byte of a stream was relayed, so the
+    duration covers the whole upstream exchange; a cache hit never reaches it.
+    """
+
+    async def run(ctx: RequestContext, call_next: Next) -> web.StreamResponse:
+        metrics = ctx.request.app[METRICS]
+        gauge = metrics.streams_in_flight if ctx.stream else None
+        started = time.perf_counter()
+        if gauge is not None:
+            gauge.inc()
+        try:
+            return await stage(ctx, call_next)
+        finally:
+            if gauge is not None:
+                gauge.dec()
+            ctx.request[UPSTREAM_S] = time.perf_counter() - started
+
+    return run

@@ -1,0 +1,154 @@
+"""Turns what a provider answered into the client's response: buffered, streamed, or an error."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import orjson
+import structlog
+from aiohttp import web
+from multidict import CIMultiDict
+
+from gateway.attempts import Answer, ProviderError
+from gateway.circuit import Permit
+from gateway.context import RequestContext, Usage
+from gateway.errors import DeadlineExceeded, GatewayError, UpstreamFailed
+from gateway.headers import downstream_headers
+from gateway.json_mode import anomalies
+from gateway.resilience import RESILIENCE
+
+_log = structlog.get_logger("gateway.upstream")
+
+
+def provider_error_response(ctx: RequestContext, error: ProviderError) -> web.Response:
+    """The provider's own error, passed through after the gateway's retries."""
+    ctx.status, ctx.outcome = error.status, "provider_error"
+    headers = CIMultiDict(error.headers)
+    headers["x-should-retry"] = "false"  # the gateway has done the retrying already
+    return web.Response(body=error.body, status=error.status, headers=headers)
+
+
+def buffered_response(ctx: RequestContext, answer: Answer) -> web.Response:
+    """A whole answer; a 200 JSON one is read for usage and anomalies and kept for the cache."""
+    upstream, body = answer.upstream, answer.body or b""
+    ctx.ttfb_s = ctx.elapsed_s()
+    ctx.status = upstream.status
+    if upstream.status == 200 and upstream.content_type == "application/json":
+        _read_answer(ctx, answer, body)
+        ctx.response_body = body
+    return web.Response(
+        body=body, status=upstream.status, headers=downstream_headers(upstream.headers)
+    )
+
+
+def _read_answer(ctx: RequestContext, answer: Answer, body: bytes) -> None:
+    """Usage and output anomalies, from one parse of the answer."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        ctx.outcome = "malformed_answer"
+        return
+    ctx.usage = _sum(answer.earlier_usage, answer.target.provider.usage_from_body(parsed))
+    for name in anomalies(ctx.request.path, ctx.payload, parsed):
+        add_anomaly(ctx, name)
+
+
+def add_anomaly(ctx: RequestContext, name: str) -> None:
+    if name not in ctx.anomalies:
+        ctx.anomalies.append(name)
+
+
+def _sum(a: Usage | None, b: Usage | None) -> Usage | None:
+    if a is None or b is None:
+        return b or a
+    return Usage(
+        input_tokens=a.input_tokens + b.input_tokens,
+        output_tokens=a.output_tokens + b.output_tokens,
+        cached_input_tokens=a.cached_input_tokens + b.cached_input_tokens,
+        cache_write_tokens=a.cache_write_tokens + b.cache_write_tokens,
+    )
+
+
+async def relay_stream(
+    ctx: RequestContext, upstream: aiohttp.ClientResponse, first: bytes
+) -> web.StreamResponse:
+    """Forward chunks as they arrive, reading usage on the way. Once the first byte is sent,
+    a failure can only end the stream with an error event in the client's dialect."""
+    route, provider = ctx.target()
+    try:
+        response = web.StreamResponse(
+            status=upstream.status, headers=downstream_headers(upstream.headers)
+        )
+        await response.prepare(ctx.request)
+    except BaseException:
+        upstream.close()
+        raise
+    ctx.status = upstream.status
+    ctx.ttfb_s = ctx.elapsed_s()
+    reader = provider.stream_usage_reader()
+    idle = route.idle_timeout_s
+    chunk = first
+    try:
+        while chunk:
+            reader.feed(chunk)
+            if ctx.capture_stream:
+                ctx.captured.append(chunk)
+            if ctx.stream_filter is not None:
+                chunk = ctx.stream_filter(chunk)
+            if chunk:
+                await response.write(chunk)
+            async with asyncio.timeout(idle):
+                chunk = await upstream.content.readany()
+    except ConnectionResetError:
+        ctx.outcome = "client_disconnected"
+        upstream.close()  # the provider sees the disconnect too
+        return response
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        await _end_with_error(ctx, response, upstream, exc, idle)
+        return response
+    except BaseException:
+        upstream.close()
+        raise
+    finally:
+        ctx.usage = reader.usage
+    upstream.release()
+    await response.write_eof()
+    return response
+
+
+async def _end_with_error(
+    ctx: RequestContext,
+    response: web.StreamResponse,
+    upstream: aiohttp.ClientResponse,
+    exc: BaseException,
+    idle: float,
+) -> None:
+    upstream.close()
+    ctx.outcome = "stream_interrupted"
+    _count_interruption(ctx)
+    if isinstance(exc, TimeoutError):
+        err: GatewayError = DeadlineExceeded(f"The provider stream was silent for {idle:g}s.")
+    else:
+        err = UpstreamFailed("The provider stream broke off before it was complete.")
+    ctx.error_code = err.code
+    try:
+        await response.write(ctx.dialect.stream_error_event(err))
+        await response.write_eof()
+    except ConnectionResetError:
+        ctx.outcome = "client_disconnected"
+
+
+def _count_interruption(ctx: RequestContext) -> None:
+    """A stream that breaks is not retried, but it is counted, logged, and held against the
+    target's circuit like any other failure."""
+    route, provider = ctx.target()
+    res = ctx.request.app[RESILIENCE]
+    res.stats.stream_interruptions[provider.name] += 1
+    circuit = res.circuits.get(provider.name, ctx.upstream_model or "", route.circuit)
+    circuit.record(Permit.NORMAL, ok=False)
+    _log.warning(
+        "stream_interrupted",
+        request_id=ctx.request_id,
+        target=f"{provider.name}/{ctx.upstream_model}",
+    )

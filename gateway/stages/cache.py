@@ -1,0 +1,188 @@
+"""Stage: answer from the response cache, or let the request through and store its answer.
+
+Acts after routing (it needs the route's cache policy, the provider and the upstream body)
+and before the upstream call; a route without an enabled `cache` section passes straight on.
+A hit, or an answer shared by single-flight, is served without calling the next stage. The
+answer of a miss is stored when the next stage returns: by then a buffered body is read and
+a stream has been relayed to its end, and waiting followers need the entry at once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import orjson
+from aiohttp import web
+
+from gateway.cache.capture import CAPTURE_FACTOR, CaptureLimit, asks_usage
+from gateway.cache.collect import collect
+from gateway.cache.entries import Entry, now_ms
+from gateway.cache.keys import answer_headers, partition, request_digest
+from gateway.cache.policy import Kind, Plan, plan_request
+from gateway.cache.replay import respond, streams
+from gateway.cache.singleflight import FOLLOW_WAIT_S, LOCK_TTL_S, Flight, await_remote_leader
+from gateway.cache.state import CACHE_STATE, CacheState
+from gateway.cache.storage import CacheStore, entry_key
+from gateway.config import CacheConfig
+from gateway.context import RequestContext
+from gateway.pipeline import Next
+
+HEADER = "x-gateway-cache"
+
+
+async def cache_responses(ctx: RequestContext, call_next: Next) -> web.StreamResponse:
+    route, provider = ctx.target()
+    config = route.cache
+    if config is None or not config.enabled:
+        return await call_next(ctx)
+    request = ctx.request
+    plan = plan_request(
+        request.method, request.path, request.headers, ctx.payload, provider.kind, config
+    )
+    state = request.app[CACHE_STATE]
+    try:
+        if plan.kind is None or not plan.write:
+            mark(ctx, "BYPASS")
+            return await call_next(ctx)
+        job = _Job(ctx, plan.kind, plan, config, _key(ctx, config), state.store(request.app))
+        if not plan.read:  # Cache-Control: no-cache: a fresh answer, which refreshes the entry
+            mark(ctx, "BYPASS")
+            return (await job.fill(call_next))[0]
+        return await _read_through(job, state, call_next)
+    finally:
+        state.stats.record(ctx.cache_status, ctx.usage)
+
+
+def mark(ctx: RequestContext, status: str) -> None:
+    ctx.cache_status = status
+    ctx.response_headers[HEADER] = status
+
+
+def _key(ctx: RequestContext, config: CacheConfig) -> str:
+    _, provider = ctx.target()
+    tenant = partition(ctx.authenticated_key().name, config.shared_across_keys)
+    digest = request_digest(
+        payload=ctx.payload or {},
+        provider=provider.name,
+        path=ctx.request.path,
+        query=ctx.request.query_string,
+        headers=answer_headers(ctx.request.headers),
+        partition=tenant,
+    )
+    return entry_key(tenant, digest)
+
+
+async def _read_through(job: _Job, state: CacheState, call_next: Next) -> web.StreamResponse:
+    """Lead the key's flight (one Redis round trip, then upstream), or follow the leader."""
+    flight, leads = state.flights.join(job.key)
+    if not leads:
+        return await _follow(job, flight, call_next)
+    shared: Entry | None = None
+    token = uuid.uuid4().hex
+    try:
+        found = await job.store.lookup(job.key, token, LOCK_TTL_S)
+        if found.fresh is None and found.lock == "follower":  # another replica is calling
+            flight.stale = found.stale
+            found = await await_remote_leader(job.store, job.key, FOLLOW_WAIT_S)
+        if found.fresh is not None:
+            shared = found.fresh
+            return job.serve(found.fresh, "HIT")
+        flight.stale = flight.stale or found.stale
+        job.offer_stale(flight.stale)
+        if found.lock != "leader":
+            token = ""
+        response, shared = await job.fill(call_next, token)
+        return response
+    finally:
+        state.flights.land(job.key, flight, shared)
+        if token and shared is None:
+            await job.store.release(job.key, token)
+
+
+async def _follow(job: _Job, flight: Flight, call_next: Next) -> web.StreamResponse:
+    """Wait for this process's leader; if it has nothing to share, go upstream alone."""
+    entry = await flight.wait()
+    if entry is not None:
+        return job.serve(entry, "HIT")
+    job.offer_stale(flight.stale)
+    return (await job.fill(call_next))[0]
+
+
+@dataclass(slots=True)
+class _Job:
+    """One cacheable request: its key, and how to serve, fill and store it."""
+
+    ctx: RequestContext
+    kind: Kind
+    plan: Plan
+    config: CacheConfig
+    key: str
+    store: CacheStore
+
+    def serve(self, entry: Entry, status: str) -> web.Response:
+        """A stored answer, in the form the client asked for (stream or not)."""
+        ctx = self.ctx
+        mark(ctx, status)
+        ctx.response_headers.setdefault("x-gateway-attempts", "0")
+        ctx.usage = entry.usage  # what the answer cost when it was made: what this hit saved
+        ctx.ttfb_s = ctx.elapsed_s()
+        stream = ctx.stream and streams(entry)
+        ctx.response_body = None if stream else entry.body
+        return respond(entry, stream=stream, include_usage=stream and self.client_wants_usage())
+
+    def offer_stale(self, entry: Entry | None) -> None:
+        """Let the upstream stage serve an expired entry if every target fails."""
+        if entry is None or self.plan.stale_s <= 0:
+            return
+        if now_ms() >= entry.expires_at_ms + self.plan.stale_s * 1000:
+            return
+
+        async def serve_stale(ctx: RequestContext) -> web.StreamResponse | None:
+            return self.serve(entry, "STALE")
+
+        self.ctx.stale_answer = serve_stale
+
+    async def fill(
+        self, call_next: Next, token: str = ""
+    ) -> tuple[web.StreamResponse, Entry | None]:
+        """Go upstream; store the answer if it is a complete success (releasing `token`)."""
+        ctx = self.ctx
+        if ctx.cache_status is None:
+            mark(ctx, "MISS")
+        self._capture()
+        provider, model = ctx.provider, ctx.upstream_model
+        response = await call_next(ctx)
+        if ctx.cache_status == "STALE":
+            return response, None
+        entry = None
+        # An answer from a fallback target is not the answer to this key's request.
+        if ctx.provider is provider and ctx.upstream_model == model:
+            entry = collect(
+                ctx, self.kind, response.status, self.plan.ttl_s, self.config.max_entry_bytes
+            )
+        if entry is None:
+            self.store.stats.not_stored += 1
+            return response, None
+        ttl_ms = int((self.plan.ttl_s + self.plan.stale_s) * 1000)
+        if await self.store.put(self.key, entry, ttl_ms, token):
+            self.store.stats.stores += 1
+        return response, entry
+
+    def _capture(self) -> None:
+        """Keep a streamed answer's raw chunks, for assembly once it is complete."""
+        ctx = self.ctx
+        if ctx.stream and self.kind != "embedding":
+            ctx.capture_stream = True
+            limit = self.config.max_entry_bytes * CAPTURE_FACTOR
+            ctx.stream_filter = CaptureLimit(ctx, limit, ctx.stream_filter)
+
+    def client_wants_usage(self) -> bool:
+        """Read from the client's own bytes: the gateway may ask the provider for usage itself."""
+        if not asks_usage(self.ctx.payload):
+            return False
+        try:
+            original = orjson.loads(self.ctx.body)
+        except orjson.JSONDecodeError:
+            return False
+        return isinstance(original, dict) and asks_usage(original)

@@ -1,0 +1,99 @@
+-- Rate limits and budget reservation for one request, atomically, on Redis server time.
+-- (Expired reservations still count as held until sweep.lua charges them: never an overspend.)
+--
+-- KEYS[1]  the accounting prefix, e.g. "llmgw:{acct}:" (every key below shares its hash tag)
+-- ARGV     id, amount_micro, tokens, ttl_ms, rpm, tpm, rate_key, n_scopes,
+--          then per scope: name, day_limit_micro, month_limit_micro, month_limit_tokens (-1 = none)
+-- Returns  {1, remaining_micro|-1, remaining_requests|-1, day, month}
+--          {2, which ("rpm"|"tpm"), retry_after_ms, 0|1 (1 = can never pass)}
+--          {3, scope, period ("day"|"month"|"tokens"), used, limit, day, month}
+local p = KEYS[1]
+local id, amount, tokens, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local rpm, tpm, rate_key, n = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7], tonumber(ARGV[8])
+
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+local function civil(days)  -- days since 1970-01-01 -> y, m, d (proleptic Gregorian, UTC)
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+    - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400
+  if m <= 2 then y = y + 1 end
+  return y, m, d
+end
+
+local y, m, d = civil(math.floor(now / 86400000))
+local day = string.format('%04d%02d%02d', y, m, d)
+local month = string.format('%04d%02d', y, m)
+local function num(key) return tonumber(redis.call('GET', key) or '0') end
+local function int(x) return string.format('%d', x) end
+
+-- 1. Rate limits (GCRA: `limit` per minute, a full minute's worth may come at once).
+local function gcra(key, limit, cost)
+  local interval = 60000 / limit
+  local tat = math.max(num(key), now)
+  local new_tat = tat + cost * interval
+  local allow_at = new_tat - 60000
+  if allow_at > now then return nil, math.ceil(allow_at - now), cost > limit end
+  return new_tat, math.floor((now + 60000 - new_tat) / interval)
+end
+local req_tat, tok_tat, remaining_requests = nil, nil, -1
+if rpm > 0 then
+  local tat, second, never = gcra(p .. 'rl:' .. rate_key .. ':req', rpm, 1)
+  if not tat then return {2, 'rpm', second, never and 1 or 0} end
+  req_tat, remaining_requests = tat, second
+end
+if tpm > 0 then
+  local tat, second, never = gcra(p .. 'rl:' .. rate_key .. ':tok', tpm, tokens)
+  if not tat then return {2, 'tpm', second, never and 1 or 0} end
+  tok_tat = tat
+end
+
+-- 2. Budgets: settled spend + open reservations + this one, against every limit.
+local remaining = -1
+local scopes = {}
+for i = 0, n - 1 do
+  local name = ARGV[9 + i * 4]
+  local limits = {{'day', 'd' .. day, tonumber(ARGV[10 + i * 4])},
+                  {'month', 'm' .. month, tonumber(ARGV[11 + i * 4])}}
+  for _, l in ipairs(limits) do
+    if l[3] >= 0 then
+      local used = num(p .. 'spent:' .. name .. ':' .. l[2]) + num(p .. 'held:' .. name .. ':' .. l[2])
+      if used + amount > l[3] then return {3, name, l[1], int(used), int(l[3]), day, month} end
+      local left = l[3] - used - amount
+      if remaining < 0 or left < remaining then remaining = left end
+    end
+  end
+  local tok_limit = tonumber(ARGV[12 + i * 4])
+  if tok_limit >= 0 then
+    local used = num(p .. 'tokens:' .. name .. ':m' .. month) + num(p .. 'heldtok:' .. name .. ':m' .. month)
+    if used + tokens > tok_limit then return {3, name, 'tokens', int(used), int(tok_limit), day, month} end
+  end
+  scopes[#scopes + 1] = name
+end
+
+-- 3. Everything passed: commit.
+local key_ttl = 400 * 86400
+if req_tat then redis.call('SET', p .. 'rl:' .. rate_key .. ':req', int(req_tat), 'PX', 120000) end
+if tok_tat then redis.call('SET', p .. 'rl:' .. rate_key .. ':tok', int(tok_tat), 'PX', 120000) end
+for _, name in ipairs(scopes) do
+  for _, per in ipairs({'d' .. day, 'm' .. month}) do
+    redis.call('INCRBY', p .. 'held:' .. name .. ':' .. per, int(amount))
+    redis.call('EXPIRE', p .. 'held:' .. name .. ':' .. per, key_ttl)
+  end
+  redis.call('INCRBY', p .. 'heldtok:' .. name .. ':m' .. month, int(tokens))
+  redis.call('EXPIRE', p .. 'heldtok:' .. name .. ':m' .. month, key_ttl)
+end
+if #scopes > 0 then
+  local rec = int(amount) .. '|' .. int(tokens) .. '|' .. day .. '|' .. month .. '|' .. table.concat(scopes, ';')
+  redis.call('HSET', p .. 'resv', id, rec)
+  redis.call('ZADD', p .. 'resv:exp', now + ttl, id)
+end
+return {1, int(remaining), remaining_requests, day, month}

@@ -1,0 +1,67 @@
+-- Settle one request: release its reservation, charge the actual cost, record statistics.
+--
+-- KEYS[1]  the accounting prefix (shared hash tag)
+-- ARGV     id, actual_micro, actual_tokens, reserved_micro, reserved_tokens, day, month,
+--          tpm, rate_key, n_scopes, then per scope: name, day_limit, month_limit (-1 = none),
+--          then n_stats, then per stat: field, increment
+-- Returns  flat list of budget thresholds crossed: scope, period, percent, spent, limit, ...
+local p = KEYS[1]
+local id = ARGV[1]
+local actual, actual_tok = tonumber(ARGV[2]), tonumber(ARGV[3])
+local reserved, reserved_tok = tonumber(ARGV[4]), tonumber(ARGV[5])
+local day, month = ARGV[6], ARGV[7]
+local tpm, rate_key, n = tonumber(ARGV[8]), ARGV[9], tonumber(ARGV[10])
+local function int(x) return string.format('%d', x) end
+local key_ttl = 400 * 86400
+
+local rec = redis.call('HGET', p .. 'resv', id)
+local charge, charge_tok = actual, actual_tok
+if rec then
+  redis.call('HDEL', p .. 'resv', id)
+  redis.call('ZREM', p .. 'resv:exp', id)
+elseif reserved > 0 then
+  -- Already charged at its reserved amount when it expired: add only what exceeds it.
+  charge = math.max(0, actual - reserved)
+  charge_tok = math.max(0, actual_tok - reserved_tok)
+end
+
+local crossed = {}
+for i = 0, n - 1 do
+  local name = ARGV[11 + i * 3]
+  local limits = {{'day', 'd' .. day, tonumber(ARGV[12 + i * 3])},
+                  {'month', 'm' .. month, tonumber(ARGV[13 + i * 3])}}
+  for _, l in ipairs(limits) do
+    if rec then redis.call('DECRBY', p .. 'held:' .. name .. ':' .. l[2], int(reserved)) end
+    local key = p .. 'spent:' .. name .. ':' .. l[2]
+    local after = redis.call('INCRBY', key, int(charge))
+    redis.call('EXPIRE', key, key_ttl)
+    local before = after - charge
+    if l[3] > 0 then
+      for _, pct in ipairs({50, 80, 100}) do
+        if before * 100 < pct * l[3] and after * 100 >= pct * l[3] then
+          for _, v in ipairs({name, l[1], pct, int(after), int(l[3])}) do crossed[#crossed + 1] = v end
+        end
+      end
+    end
+  end
+  if rec then redis.call('DECRBY', p .. 'heldtok:' .. name .. ':m' .. month, int(reserved_tok)) end
+  redis.call('INCRBY', p .. 'tokens:' .. name .. ':m' .. month, int(charge_tok))
+  redis.call('EXPIRE', p .. 'tokens:' .. name .. ':m' .. month, key_ttl)
+end
+
+-- Tokens per minute were taken at the estimate: give back what the request did not use.
+if tpm > 0 and actual_tok < reserved_tok then
+  local key = p .. 'rl:' .. rate_key .. ':tok'
+  local tat = tonumber(redis.call('GET', key) or '0')
+  if tat > 0 then
+    redis.call('SET', key, int(tat - (reserved_tok - actual_tok) * 60000 / tpm), 'KEEPTTL')
+  end
+end
+
+local stats = p .. 'stats:' .. month
+local base = 11 + n * 3
+for i = 1, tonumber(ARGV[base]) do
+  redis.call('HINCRBY', stats, ARGV[base + i * 2 - 1], ARGV[base + i * 2])
+end
+redis.call('EXPIRE', stats, key_ttl)
+return crossed

@@ -1,0 +1,96 @@
+"""Serve-stale: an expired entry, kept for `stale_s`, answers only when every target failed."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.cache import entries, storage
+from gateway.cache.state import cache_stats
+from gateway.mock import MockState
+from gateway.stages import cache as cache_stage
+from tests.integration.test_cache import A, Client, MakeGateway, cache_config, chat, post
+
+FAILING = {**A, "x-mock-status": "500"}
+
+
+def move_clock(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """Let the cache see a later time (Redis keeps real time: its TTL covers the window)."""
+    later = int(seconds * 1000)
+    real = entries.now_ms
+    for module in (storage, cache_stage):
+        monkeypatch.setattr(module, "now_ms", lambda: real() + later)
+
+
+@pytest.fixture
+async def gateway(
+    make_gateway: MakeGateway, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Client:
+    gateway = await make_gateway(**cache_config(store_url, ttl_s=1, stale_s=60))
+    await post(gateway, chat())
+    move_clock(monkeypatch, 2)  # the entry is now expired, but kept for the stale window
+    return gateway
+
+
+async def test_expired_entry_is_served_stale_when_every_target_fails(
+    gateway: Client, mock: MockState
+) -> None:
+    resp, body = await post(gateway, chat(), FAILING)
+    assert resp.status == 200
+    assert resp.headers["x-gateway-cache"] == "STALE"
+    assert b"Mock answer: Hello" in body
+    stats = cache_stats(gateway.server.app)
+    assert stats.stale == 1
+    assert stats.saved_output_tokens > 0
+    assert len(mock.requests) == 2
+
+
+async def test_stale_answer_replays_as_a_stream_for_a_streaming_client(
+    gateway: Client, mock: MockState
+) -> None:
+    resp, body = await post(gateway, chat(stream=True), FAILING)
+    assert resp.headers["x-gateway-cache"] == "STALE"
+    assert resp.content_type == "text/event-stream"
+    assert body.endswith(b"data: [DONE]\n\n")
+
+
+async def test_stale_answer_is_not_stored_as_a_fresh_entry(
+    gateway: Client, mock: MockState
+) -> None:
+    await post(gateway, chat(), FAILING)
+    resp, _ = await post(gateway, chat())
+    assert resp.headers["x-gateway-cache"] == "MISS"
+    assert len(mock.requests) == 3
+
+
+async def test_refused_request_is_not_hidden_by_a_stale_answer(
+    gateway: Client, mock: MockState
+) -> None:
+    resp, _ = await post(gateway, chat(), {**A, "x-mock-status": "400"})
+    assert resp.status == 400
+    assert resp.headers["x-gateway-cache"] == "MISS"
+
+
+async def test_no_cache_request_gets_no_stale_answer(gateway: Client, mock: MockState) -> None:
+    resp, _ = await post(gateway, chat(), {**FAILING, "Cache-Control": "no-cache"})
+    assert resp.status >= 500
+    assert resp.headers["x-gateway-cache"] == "BYPASS"
+
+
+async def test_entry_past_its_stale_window_is_not_served(
+    gateway: Client, mock: MockState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    move_clock(monkeypatch, 62)
+    resp, _ = await post(gateway, chat(), FAILING)
+    assert resp.status >= 500
+    assert resp.headers["x-gateway-cache"] == "MISS"
+
+
+async def test_route_without_stale_window_gives_the_error(
+    make_gateway: MakeGateway, store_url: str, mock: MockState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gateway = await make_gateway(**cache_config(store_url, ttl_s=1))
+    await post(gateway, chat())
+    move_clock(monkeypatch, 2)
+    resp, _ = await post(gateway, chat(), FAILING)
+    assert resp.status >= 500
+    assert resp.headers["x-gateway-cache"] == "MISS"

@@ -1,0 +1,109 @@
+"""Which amount a request reserves and what it is billed, rule by rule."""
+
+from __future__ import annotations
+
+from typing import Any
+from unittest.mock import MagicMock
+
+import orjson
+import pytest
+
+from gateway.accounting import Plan, bill, plan_for
+from gateway.config import PriceConfig, parse_config
+from gateway.context import RequestContext, Usage
+from gateway.dialects import OPENAI
+from gateway.pricing import Price
+from gateway.runtime import Runtime
+from tests.conftest import base_config
+
+PRICE = Price.of(PriceConfig(input=1, output=10))  # micro-dollars per token: 1 in, 10 out
+
+
+def _ctx(
+    payload: dict[str, Any], path: str = "/v1/chat/completions", **config: Any
+) -> RequestContext:
+    runtime = Runtime.build(parse_config(base_config("http://127.0.0.1:1", **config), "<t>"))
+    request = MagicMock()
+    request.method, request.path = "POST", path
+    ctx = RequestContext(request=request, runtime=runtime, request_id="r1", dialect=OPENAI)
+    ctx.payload, ctx.model, ctx.upstream_model = payload, payload["model"], payload["model"]
+    ctx.upstream_body = orjson.dumps(payload)
+    ctx.key = runtime.config.keys[0]
+    ctx.route, ctx.provider = runtime.routes[0].config, runtime.routes[0].provider
+    return ctx
+
+
+def _plan(**kw: Any) -> Plan:
+    fields: dict[str, Any] = {
+        "billable": True,
+        "price": PRICE,
+        "input_estimate": 10,
+        "amount_micro": 5000,
+        "tokens": 510,
+        "scopes": (),
+        "rpm": 0,
+        "tpm": 0,
+    }
+    return Plan(**{**fields, **kw})
+
+
+def test_reservation_uses_the_requests_max_tokens() -> None:
+    ctx = _ctx({"model": "gpt-4o", "max_tokens": 100, "messages": []})
+    plan = plan_for(ctx)
+    # gpt-4o: $2.50 in, $10 out per 1M tokens; input estimated at a quarter of the body.
+    assert plan.tokens == plan.input_estimate + 100
+    assert plan.amount_micro == -(-(plan.input_estimate * 2_500_000 + 100 * 10_000_000) // 10**6)
+
+
+def test_reservation_falls_back_to_the_routes_default_cap() -> None:
+    plan = plan_for(_ctx({"model": "gpt-4o", "messages": []}))
+    assert plan.tokens == plan.input_estimate + 4096
+
+
+def test_embeddings_reserve_no_output() -> None:
+    plan = plan_for(_ctx({"model": "text-embedding-3-small", "input": "x"}, "/v1/embeddings"))
+    assert plan.tokens == plan.input_estimate
+
+
+def test_unpriced_model_reserves_the_configured_flat_amount() -> None:
+    ctx = _ctx({"model": "mystery", "messages": []}, accounting={"unpriced_request_usd": 0.3})
+    plan = plan_for(ctx)
+    assert (plan.price, plan.amount_micro) == (None, 300_000)
+
+
+def test_bill_prices_the_usage_report() -> None:
+    ctx = _ctx({"model": "x", "messages": []})
+    ctx.attempts, ctx.usage = 1, Usage(input_tokens=100, output_tokens=20)
+    assert bill(ctx, _plan()) == (300, "usage", 120)
+
+
+def test_bill_of_a_cache_hit_is_zero_and_records_the_saving() -> None:
+    ctx = _ctx({"model": "x", "messages": []})
+    ctx.cache_status, ctx.usage = "HIT", Usage(input_tokens=100, output_tokens=20)
+    assert bill(ctx, _plan()) == (0, "cache", 0)
+    assert ctx.saved_micro == 300
+
+
+@pytest.mark.parametrize("outcome", ["stream_interrupted", "client_disconnected"])
+def test_bill_of_a_cut_stream_is_estimated_from_delivered_events(outcome: str) -> None:
+    ctx = _ctx({"model": "x", "messages": []})
+    ctx.attempts, ctx.outcome, ctx.stream_events = 1, outcome, 7
+    assert bill(ctx, _plan()) == (10 + 70, "estimate", 17)
+
+
+def test_bill_without_usage_after_a_timeout_is_the_reservation() -> None:
+    ctx = _ctx({"model": "x", "messages": []})
+    ctx.attempts, ctx.status = 1, 504
+    assert bill(ctx, _plan()) == (5000, "reserved", 510)
+
+
+def test_bill_of_a_provider_error_is_zero() -> None:
+    ctx = _ctx({"model": "x", "messages": []})
+    ctx.attempts, ctx.status, ctx.outcome = 1, 503, "provider_error"
+    assert bill(ctx, _plan()) == (0, "none", 0)
+
+
+def test_bill_of_an_unpriced_model_is_its_reservation_even_with_usage() -> None:
+    ctx = _ctx({"model": "x", "messages": []})
+    ctx.attempts, ctx.usage = 1, Usage(input_tokens=1, output_tokens=1)
+    assert bill(ctx, _plan(price=None)) == (5000, "unpriced", 2)

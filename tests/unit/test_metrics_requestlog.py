@@ -1,0 +1,91 @@
+"""The request log's writes: never waiting on a slow store, bounded, and counted when lost."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from gateway.config import parse_config
+from gateway.metrics import Metrics
+from gateway.requestlog import (
+    MAX_PENDING,
+    WRITE_TIMEOUT_S,
+    RequestLog,
+    size_from_env,
+    status_matches,
+)
+from gateway.runtime import Runtime
+from tests.conftest import base_config
+
+
+class SlowStore:
+    """A store whose every write takes longer than the log waits."""
+
+    def __init__(self) -> None:
+        self.started = 0
+
+    async def xadd(self, *args: Any, **kwargs: Any) -> None:
+        self.started += 1
+        await asyncio.sleep(10)
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    runtime = Runtime.build(parse_config(base_config("http://127.0.0.1:9"), "<test>"))
+    return Metrics(CollectorRegistry(), runtime)
+
+
+def dropped(metrics: Metrics) -> float:
+    return metrics.registry.get_sample_value("llm_gateway_request_log_dropped_total") or 0
+
+
+async def test_write_returns_at_once_and_a_slow_store_write_is_abandoned_and_counted(
+    metrics: Metrics,
+) -> None:
+    log = RequestLog(SlowStore(), metrics, 1000, exact_trim=False)  # type: ignore[arg-type]  # a fake store
+    began = time.perf_counter()
+    log.write({"request_id": "r1", "status": 200})
+    assert time.perf_counter() - began < 0.01
+    await asyncio.sleep(WRITE_TIMEOUT_S + 0.1)
+    assert dropped(metrics) == 1
+    errors = {"operation": "request_log"}
+    assert metrics.registry.get_sample_value("llm_gateway_redis_errors_total", errors) == 1
+
+
+async def test_writes_past_the_pending_limit_are_dropped_not_queued(metrics: Metrics) -> None:
+    store = SlowStore()
+    log = RequestLog(store, metrics, 1000, exact_trim=False)  # type: ignore[arg-type]  # a fake store
+    for i in range(MAX_PENDING + 5):
+        log.write({"request_id": str(i)})
+    await asyncio.sleep(0)
+    assert store.started == MAX_PENDING
+    assert dropped(metrics) == 5
+    await log.aclose(wait_s=0.01)
+
+
+@pytest.mark.parametrize(
+    ("status", "wanted", "matches"),
+    [
+        (429, "429", True),
+        (429, "4xx", True),
+        (503, "4xx", False),
+        (503, "error", True),
+        (200, "error", False),
+        (None, "error", False),
+    ],
+)
+def test_status_filter_takes_a_code_a_class_or_error(
+    status: int | None, wanted: str, matches: bool
+) -> None:
+    assert status_matches(status, wanted) is matches
+
+
+def test_log_size_comes_from_the_environment_with_a_safe_default() -> None:
+    assert size_from_env({}) == 1000
+    assert size_from_env({"GATEWAY_REQUEST_LOG_SIZE": "50"}) == 50
+    assert size_from_env({"GATEWAY_REQUEST_LOG_SIZE": "lots"}) == 1000
+    assert size_from_env({"GATEWAY_REQUEST_LOG_SIZE": "0"}) == 1
