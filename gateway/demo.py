@@ -26,7 +26,12 @@ def demo_config(
             "anthropic": {"kind": "anthropic", "base_url": mock_url, "api_key": provider_key},
         },
         "routes": [
-            {"name": "chat", "match": {"path": "/v1/*", "model": "gpt-*"}, "provider": "openai"},
+            {
+                "name": "chat",
+                "match": {"path": "/v1/*", "model": "gpt-*"},
+                "provider": "openai",
+                "cache": {"ttl_s": 3600},  # temperature 0 requests are answered from the cache
+            },
             {"name": "embeddings", "match": {"path": "/v1/embeddings"}, "provider": "openai"},
             {"name": "models", "match": {"path": "/v1/models*"}, "provider": "openai"},
             {"name": "claude", "match": {"model": "claude-*"}, "provider": "anthropic"},

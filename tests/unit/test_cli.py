@@ -1,0 +1,44 @@
+"""The `gateway` command: check-config and hash-key."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_check_config_accepts_the_example(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", str(ROOT / "config" / "gateway.example.yaml")]) == 0
+    assert "ok (" in capsys.readouterr().out
+
+
+def test_check_config_names_the_problem_and_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("providers: {p: {kind: openai, base_url: 'http://x/v1'}}\nroutes: []\n")
+    assert main(["check-config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}: routes:" in err
+
+
+def test_hash_key_makes_a_key_whose_sha256_is_printed(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["hash-key", "--name", "team-x"]) == 0
+    out = capsys.readouterr().out
+    key = re.search(r"^key: (\S+)$", out, re.M)
+    digest = re.search(r'key_sha256: "([0-9a-f]{64})"', out)
+    assert key is not None
+    assert digest is not None
+    assert hashlib.sha256(key.group(1).encode()).hexdigest() == digest.group(1)
+    assert "- name: team-x" in out
+
+
+def test_hash_key_hashes_a_given_key(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["hash-key", "gk-given"]) == 0
+    assert hashlib.sha256(b"gk-given").hexdigest() in capsys.readouterr().out
