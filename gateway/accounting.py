@@ -8,10 +8,12 @@ from datetime import UTC, datetime
 from gateway.context import RequestContext, Usage
 from gateway.pricing import MICRO, Price
 from gateway.runtime import Runtime
-from gateway.store.accounting import Scope
+from gateway.store.accounting import Scope, StatFields
 
 # Outcomes after which the provider may have billed tokens we never saw a usage report for.
-_MAYBE_BILLED = frozenset({"client_disconnected", "malformed_answer", "stream_interrupted"})
+_MAYBE_BILLED = frozenset(
+    {"client_disconnected", "malformed_answer", "stream_interrupted", "shutdown"}
+)
 _MAX_TOKEN_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 
 
@@ -137,7 +139,7 @@ def _tokens(usage: Usage | None) -> int:
     return usage.input_tokens + usage.output_tokens if usage else 0
 
 
-def stat_fields(ctx: RequestContext, cost: int, tokens: int) -> dict[str, int]:
+def stat_fields(ctx: RequestContext, cost: int, tokens: int) -> StatFields:
     """Month-to-date counters for the admin statistics, per key, model, route and in total."""
     route, _ = ctx.target()
     key = ctx.authenticated_key()
@@ -153,12 +155,10 @@ def stat_fields(ctx: RequestContext, cost: int, tokens: int) -> dict[str, int]:
         "saved": ctx.saved_micro,
     }
     model = ctx.runtime.model_label(ctx.upstream_model)
-    fields: dict[str, int] = {}
-    for prefix in ("all", f"k:{key.name}", f"m:{model}", f"r:{route.name}"):
-        for name, value in values.items():
-            if value:
-                fields[f"{prefix}:{name}"] = value
-    return fields
+    return StatFields(
+        prefixes=("all", f"k:{key.name}", f"m:{model}", f"r:{route.name}"),
+        values={name: value for name, value in values.items() if value},
+    )
 
 
 def local_periods(now: datetime | None = None) -> tuple[str, str]:

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from gateway.admin import add_admin_routes
 from gateway.cache.state import cache_state
 from gateway.config import GatewayConfig
+from gateway.drain import DRAIN, Drain
 from gateway.exposition import EXPORTER, metrics_endpoint, observability
 from gateway.metrics import METRICS, Metrics
 from gateway.middleware import edge_middleware, stamp_headers
@@ -21,6 +22,7 @@ from gateway.pipeline import Stage, compose
 from gateway.resilience import RESILIENCE, Resilience
 from gateway.routes import PIPELINE, RUNTIME, STORE, add_routes
 from gateway.runtime import Runtime
+from gateway.sites import SITES, Sites
 from gateway.stages.auth import authenticate
 from gateway.stages.body import read_body
 from gateway.stages.cache import cache_responses
@@ -30,6 +32,7 @@ from gateway.stages.usage import ensure_stream_usage
 from gateway.stats_export import SnapshotExporter
 from gateway.store import open_store
 from gateway.store.accounting import ACCOUNTING, Accounting, StoreUnavailable
+from gateway.store_guard import STORE_BREAKER, StoreBreaker, guard_store
 from gateway.upstream import HTTP_SESSION, call_upstream
 
 # The request path, in order (DESIGN.md): each stage may answer itself or call the next.
@@ -60,6 +63,9 @@ def create_app(
     app[RESILIENCE] = Resilience()  # circuits, retry budgets and counters of this process
     app[OUTAGE_SPEND] = {}
     app[UNPRICED_SEEN] = set()
+    app[DRAIN] = Drain()  # requests in flight, for a graceful shutdown
+    admin = config.admin
+    app[SITES] = Sites(separate_admin=admin is not None and admin.listen is not None)
     app.cleanup_ctx.append(_http_session)
     app.cleanup_ctx.append(_store)
     app.cleanup_ctx.append(cache_state)  # after the store: the cache uses it
@@ -85,7 +91,16 @@ async def _http_session(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _store(app: web.Application) -> AsyncIterator[None]:
-    store = open_store(app[RUNTIME].config.storage.url)
+    storage = app[RUNTIME].config.storage
+    metrics = app[METRICS]
+    breaker = StoreBreaker(
+        failures=storage.breaker_failures,
+        open_s=storage.breaker_open_s,
+        on_change=lambda state: metrics.store_circuit_state.set(2 if state == "open" else 0),
+    )
+    app[STORE_BREAKER] = breaker
+    embedded = storage.url.startswith("memory://")
+    store = guard_store(open_store(storage.url), breaker, limit_retries=not embedded)
     app[STORE] = store
     app[ACCOUNTING] = Accounting(store)
     sweeper = asyncio.create_task(_sweep_forever(app[ACCOUNTING]))

@@ -112,6 +112,8 @@ async def _timed(ctx: RequestContext, res: Resilience, target: Target) -> Answer
     limit = route.retry.per_try_timeout_s
     if ctx.stream and route.retry.ttfb_timeout_s is not None:
         limit = min(limit or route.retry.ttfb_timeout_s, route.retry.ttfb_timeout_s)
+    if limit is None:  # no per-try timeout: the request's deadline alone bounds the try
+        return await _exchange(ctx, res, target)
     try:
         async with asyncio.timeout(limit):
             return await _exchange(ctx, res, target)

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from gateway.config import ConfigError, load_config
+from gateway.healthcheck import DEFAULT_URL, check
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -17,6 +18,15 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", required=True, help="path to the YAML config")
     serve.add_argument("--host", help="overrides server.host")
     serve.add_argument("--port", type=int, help="overrides server.port")
+    serve.add_argument(
+        "--workers", type=_positive, help="worker processes on the port (overrides server.workers)"
+    )
+    # Set by the supervisor on the workers it starts; not for people.
+    serve.add_argument("--supervised", action="store_true", help=argparse.SUPPRESS)
+
+    health = sub.add_parser("healthcheck", help="exit 0 if the gateway answers 200, else 1")
+    health.add_argument("--url", default=DEFAULT_URL, help=f"default: {DEFAULT_URL}")
+    health.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
 
     check = sub.add_parser("check-config", help="validate a config file without serving")
     check.add_argument("path")
@@ -42,6 +52,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -53,12 +70,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "serve":
+        from gateway.reload import ConfigSource
         from gateway.serve import serve
 
-        config = load_config(args.config)
-        serve(config, args.host or config.server.host, args.port or config.server.port)
+        source = ConfigSource(args.config, args.host, args.port, args.workers, args.supervised)
+        return serve(source, load_config(args.config))
+    elif args.command == "healthcheck":
+        return check(args.url, args.timeout)
     elif args.command == "check-config":
+        from gateway.sites import check_listen
+
         config = load_config(args.path)
+        check_listen(config, args.path)
         print(f"{args.path}: ok ({len(config.routes)} routes, {len(config.keys)} keys)")
     elif args.command == "hash-key":
         _hash_key(args.key, args.name)

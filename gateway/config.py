@@ -27,12 +27,33 @@ class _Frozen(BaseModel):
 
 class StorageConfig(_Frozen):
     url: str = "memory://"
+    # The store's circuit breaker: after this many consecutive store failures, the store is
+    # left alone for `breaker_open_s` (cache: miss; budgets: the outage policy; request log:
+    # dropped and counted), then one command probes it.
+    breaker_failures: int = Field(3, ge=1)
+    breaker_open_s: float = Field(5.0, gt=0)
 
 
 class ServerConfig(_Frozen):
+    """Where and how `gateway serve` listens; every field here takes effect at start only."""
+
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     max_body_bytes: int = Field(10 * 1024 * 1024, gt=0)
+    # Worker processes on the one port (`--workers` overrides).
+    workers: int = Field(1, ge=1, le=256)
+    # After SIGTERM: how long requests and streams in flight may take to finish.
+    drain_timeout_s: float = Field(30.0, ge=0)
+    # SECURITY: slow clients. A new connection must send its first request's headers within
+    # header_timeout_s; an idle kept-alive connection (or the headers of its next request)
+    # gets keepalive_timeout_s; a request body must arrive within body_timeout_s.
+    header_timeout_s: float = Field(10.0, gt=0)
+    keepalive_timeout_s: float = Field(75.0, gt=0)
+    body_timeout_s: float = Field(60.0, gt=0)
+    # SECURITY: the HTTP parser's limits (request line, one header field, header count).
+    max_line_bytes: int = Field(8190, ge=256)
+    max_header_bytes: int = Field(8190, ge=256)
+    max_headers: int = Field(100, ge=8)
 
 
 class LoggingConfig(_Frozen):
@@ -123,8 +144,16 @@ class AccountingConfig(_Frozen):
     budget_on_store_error: Literal["refuse", "allowance"] = "refuse"
 
 
+class ListenConfig(_Frozen):
+    host: str = "127.0.0.1"
+    port: int = Field(ge=1, le=65535)
+
+
 class AdminConfig(_Frozen):
     token_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    # SECURITY: serve the admin API on its own (loopback) address only; it is then 404 on the
+    # public port. Takes effect at start only.
+    listen: ListenConfig | None = None
 
 
 class RouteMatch(_Frozen):

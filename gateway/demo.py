@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import signal
 from typing import Any
 
 from aiohttp import web
@@ -85,17 +86,25 @@ async def run_demo(host: str, port: int, mock_port: int) -> None:
     try:
         await web.TCPSite(gateway, host, port).start()
         print(banner(f"http://{host}:{port}", key, admin_token), flush=True)
-        await asyncio.Event().wait()
+        await _interrupted()
     finally:
         await gateway.cleanup()
         await mock.cleanup()
+
+
+async def _interrupted() -> None:
+    """Until Ctrl-C or SIGTERM. A signal handler on the loop, not KeyboardInterrupt: raised
+    inside a transport callback, uvloop reports that and carries on serving."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
 
 
 def demo(host: str, port: int, mock_port: int) -> None:
     loop = new_event_loop()
     try:
         loop.run_until_complete(run_demo(host, port, mock_port))
-    except KeyboardInterrupt:
-        pass
     finally:
         loop.close()

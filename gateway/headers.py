@@ -28,6 +28,7 @@ _NOT_UPSTREAM = frozenset(
     {
         "host",
         "content-length",
+        "content-encoding",  # the body goes upstream as the gateway read it: inflated
         "accept-encoding",
         "authorization",
         "x-api-key",

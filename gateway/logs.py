@@ -14,6 +14,9 @@ from gateway.context import RequestContext
 from gateway.pricing import usd
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+# One lazy proxy for every request line: with `cache_logger_on_first_use` it binds once, where
+# a `get_logger` per request would build a fresh logger (processors and all) every time.
+_request_log = structlog.get_logger("gateway.request")
 
 
 def configure_logging(config: LoggingConfig) -> None:
@@ -71,5 +74,5 @@ def request_fields(ctx: RequestContext) -> dict[str, Any]:
 def log_request(ctx: RequestContext) -> dict[str, Any]:
     """Write the request's one log line; returns its fields (the request log stores them)."""
     fields = request_fields(ctx)
-    structlog.get_logger("gateway.request").info("request", **fields)
+    _request_log.info("request", **fields)
     return fields

@@ -48,15 +48,39 @@ class Metrics:
     """The metric families of one app, and the bounded label sets they accept."""
 
     def __init__(self, registry: CollectorRegistry, runtime: Runtime) -> None:
-        config = runtime.config
         self.registry = registry
+        self.follow(runtime)
+        self._define(registry)
+        self._define_derived(registry)
+        self._define_budgets(registry, runtime.config)
+        self._define_operations(registry)
+
+    def follow(self, runtime: Runtime) -> None:
+        """Bound labels by this config from now on (called again when the config reloads)."""
+        config = runtime.config
         self.model = runtime.model_label
         self.keys = frozenset(k.name for k in config.keys)
         self.routes = frozenset(r.name for r in config.routes)
         self.providers = frozenset(config.providers)
-        self._define(registry)
-        self._define_derived(registry)
-        self._define_budgets(registry, config)
+
+    def _define_operations(self, r: CollectorRegistry) -> None:
+        self.config_reloads = Counter(
+            f"{PREFIX}config_reloads",
+            "Config reloads (SIGHUP, POST /admin/reload) by result: ok, error.",
+            ["result"],
+            registry=r,
+        )
+        self.store_circuit_state = Gauge(
+            f"{PREFIX}store_circuit_state",
+            "The store's circuit breaker: 0 closed, 2 open (the store is skipped).",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.slow_connections_closed = Counter(
+            f"{PREFIX}slow_connections_closed",
+            "Connections closed for not sending their request headers in time.",
+            registry=r,
+        )
 
     def _define(self, r: CollectorRegistry) -> None:
         self.requests = Counter(

@@ -11,7 +11,9 @@ from aiohttp.typedefs import Handler
 
 from gateway.context import RequestContext
 from gateway.dialects import dialect_for
+from gateway.drain import ANSWERED_WHILE_DRAINING, DRAIN, PREPARED, shutting_down
 from gateway.errors import GatewayError, InternalError, NotFound
+from gateway.sites import SITES
 
 REQUEST_ID = web.RequestKey("request_id", str)
 CONTEXT: web.RequestKey[RequestContext] = web.RequestKey("context")
@@ -29,8 +31,16 @@ def request_id_for(request: web.Request) -> str:
 @web.middleware
 async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     request[REQUEST_ID] = request_id_for(request)
+    app = request.app
     try:
-        return await handler(request)
+        if not app[SITES].serves(request):
+            # SECURITY: with its own address, the admin API does not exist on the public one.
+            raise NotFound(f"No such endpoint: {request.method} {request.path}.")
+        drain = app[DRAIN]
+        if drain.draining and request.path not in ANSWERED_WHILE_DRAINING:
+            raise shutting_down()
+        with drain.track(request):
+            return await handler(request)
     except GatewayError as err:
         return render_error(request, err)
     except web.HTTPException as exc:
@@ -65,6 +75,11 @@ def render_error(request: web.Request, err: GatewayError) -> web.Response:
 
 async def stamp_headers(request: web.Request, response: web.StreamResponse) -> None:
     """on_response_prepare: the gateway's headers go on every response, streamed or not."""
+    request[PREPARED] = response  # a drain that cuts a stream ends it through this
+    # SECURITY: no framework or Python version for fingerprinting.
+    response.headers["Server"] = "llm-gateway"
+    if request.app[DRAIN].draining:
+        response.force_close()  # a draining process takes no further request on this one
     ctx = request.get(CONTEXT)
     if ctx is not None:
         response.headers.update(ctx.response_headers)

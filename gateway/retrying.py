@@ -52,6 +52,22 @@ class TargetRetries:
         self.stop_reason: str | None = None
 
     async def run(self) -> Answer:
+        self._budget.enter()
+        try:
+            # Most requests succeed on their first try: it runs before tenacity is involved
+            # (setting up its machinery costs more than a proxied request should).
+            try:
+                return await self._try()
+            except AttemptFailed as failed:
+                if not _retriable(failed):
+                    raise
+                return await self._retry(failed)
+        finally:
+            self._release_retry()  # a wait cut short (deadline, client gone) holds one
+            self._budget.exit()
+
+    async def _retry(self, first: AttemptFailed) -> Answer:
+        """Tenacity takes over from the first failure: it decides about that one too."""
         retrying = AsyncRetrying(
             retry=retry_if_exception(_retriable),
             wait=self._wait,
@@ -60,12 +76,14 @@ class TargetRetries:
             sleep=self._res.sleep,
             reraise=True,
         )
-        self._budget.enter()
-        try:
-            return await retrying(self._try)
-        finally:
-            self._release_retry()  # a wait cut short (deadline, client gone) holds one
-            self._budget.exit()
+        failure: AttemptFailed | None = first
+        async for tried in retrying:
+            with tried:
+                if failure is not None:
+                    failed, failure = failure, None
+                    raise failed
+                return await self._try()
+        raise RuntimeError("tenacity stopped without an outcome")  # reraise=True raises
 
     async def _try(self) -> Answer:
         try:

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from gateway.context import RequestContext
 from gateway.dialects import dialect_for
+from gateway.drain import CUT, DRAIN, shutdown_answer
 from gateway.errors import GatewayError
 from gateway.logs import log_request
 from gateway.metrics import METRICS
@@ -19,6 +20,7 @@ from gateway.pipeline import Next
 from gateway.resilience import RESILIENCE, readiness_detail
 from gateway.runtime import Runtime
 from gateway.store import COMMAND_TIMEOUT_S, Store
+from gateway.store_guard import STORE_BREAKER, StoreCircuitOpen
 
 _log = structlog.get_logger("gateway.routes")
 RUNTIME = web.AppKey("runtime", Runtime)
@@ -36,22 +38,49 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     request[CONTEXT] = ctx
     request.app[METRICS].in_flight.inc()
     try:
-        response = await request.app[PIPELINE](ctx)
-        ctx.status = response.status
-        return response
+        return await _answer(ctx)
+    finally:
+        request.app[METRICS].in_flight.dec()
+        await settle(ctx)
+
+
+async def _answer(ctx: RequestContext) -> web.StreamResponse:
+    try:
+        response = await ctx.request.app[PIPELINE](ctx)
     except GatewayError as err:
         ctx.status, ctx.error_code = err.status, err.code
         ctx.outcome = "rejected" if err.status < 500 else "failed"
         raise
     except asyncio.CancelledError:
-        ctx.outcome = "client_disconnected"
-        raise
+        if not ctx.request.get(CUT):
+            ctx.outcome = "client_disconnected"
+            raise
+        return await shutdown_answer(ctx)  # the drain deadline passed
     except Exception:
         ctx.status, ctx.outcome = 500, "failed"
         raise
-    finally:
-        request.app[METRICS].in_flight.dec()
-        await finish(ctx)
+    ctx.status = response.status
+    return response
+
+
+async def settle(ctx: RequestContext) -> None:
+    """`finish`, run to its end even when the handler is cancelled meanwhile: a request is
+    always billed and logged. A client that left is cancelled again afterwards; a drain's cut
+    is not, so that the answer already decided still goes out."""
+    task = asyncio.ensure_future(finish(ctx))
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True
+    if not cancelled:
+        return
+    current = asyncio.current_task()
+    if ctx.request.get(CUT) and current is not None:
+        current.uncancel()
+        return
+    raise asyncio.CancelledError
 
 
 async def finish(ctx: RequestContext) -> None:
@@ -70,16 +99,35 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     """Ready when a config is loaded and the store answers. Open circuits are shown but do not
-    make the gateway unready: it still answers, from a fallback or with a fast 503."""
+    make the gateway unready: it still answers, from a fallback or with a fast 503. Degraded
+    (503, with the reason) while the store is unreachable: the process still serves what it
+    can (cache misses, keys without a budget), but a load balancer should prefer a replica
+    that reaches it. Draining (503) once shutting down."""
+    if request.app[DRAIN].draining:
+        return _unready({"status": "draining"})
     store = request.app[STORE]
     circuits = readiness_detail(request.app[RESILIENCE])
     try:
         await asyncio.wait_for(store.ping(), COMMAND_TIMEOUT_S * 2)
     except Exception as exc:  # any store failure means "not ready", with its reason
-        store_error = f"unreachable ({type(exc).__name__})"
-        body = {"status": "unavailable", "store": store_error, **circuits}
-        return web.Response(status=503, body=orjson.dumps(body), content_type="application/json")
+        body = {"status": "degraded", "store": _store_problem(request.app, exc), **circuits}
+        return _unready(body)
     return web.json_response({"status": "ready", "store": "ok", **circuits})
+
+
+def _store_problem(app: web.Application, exc: Exception) -> str:
+    """The reason, by kind only: a store error message may carry its address."""
+    breaker = app.get(STORE_BREAKER)
+    if isinstance(exc, StoreCircuitOpen) and breaker is not None:
+        return (
+            f"unreachable ({breaker.last_error}; circuit open after {breaker.consecutive} "
+            f"failures, next try in {breaker.retry_in_s():.1f}s)"
+        )
+    return f"unreachable ({type(exc).__name__})"
+
+
+def _unready(body: dict[str, object]) -> web.Response:
+    return web.Response(status=503, body=orjson.dumps(body), content_type="application/json")
 
 
 def add_routes(app: web.Application) -> None:

@@ -1,19 +1,32 @@
-"""Running the gateway: the event loop, the listening socket, start-up messages."""
+"""Running the gateway: the event loop, the sites, signals (drain, reload), start-up messages."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import secrets
+import signal
+from collections.abc import Coroutine
+from typing import Any
 
 import structlog
 from aiohttp import web
 
 from gateway.app import create_app
-from gateway.config import GatewayConfig
+from gateway.config import ConfigError, GatewayConfig, ServerConfig
+from gateway.drain import DRAIN, drain
 from gateway.logs import configure_logging
+from gateway.metrics import METRICS
+from gateway.reload import CONFIG_SOURCE, ConfigSource, reload_config
+from gateway.server_limits import HeaderDeadline, quiet_malformed_requests, server_options
+from gateway.sites import check_listen, start_sites
 
 KEY_PREFIX = "gk-"
+# Under a supervisor: how often a worker checks that its supervisor is still there.
+ORPHAN_CHECK_S = 1.0
+
+_log = structlog.get_logger("gateway")
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -26,29 +39,108 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return loop
 
 
-def runner_for(app: web.Application) -> web.AppRunner:
-    # handler_cancellation: a client that goes away cancels its request, and so the upstream call.
-    return web.AppRunner(app, access_log=None, handler_cancellation=True)
+def runner_for(app: web.Application, server: ServerConfig | None = None) -> web.AppRunner:
+    return web.AppRunner(app, **server_options(server or ServerConfig()))
 
 
-def serve(config: GatewayConfig, host: str, port: int) -> None:
+def serve(source: ConfigSource, config: GatewayConfig) -> int:
+    """Serve until SIGTERM or SIGINT, then drain; the process's exit code."""
+    config = source.apply(config)
+    check_listen(config, source.path)
+    if config.server.workers > 1 and not source.supervised:
+        from gateway.workers import supervise
+
+        return supervise(source.path, config)
     configure_logging(config.logging)
-    log = structlog.get_logger("gateway")
+    quiet_malformed_requests()
+    loop = new_event_loop()
+    try:
+        return loop.run_until_complete(_run(source, config))
+    finally:
+        loop.close()
+
+
+async def _run(source: ConfigSource, config: GatewayConfig) -> int:
     app = create_app(config)
-
-    async def announce(_: web.Application) -> None:
-        log.info("listening", url=f"http://{host}:{port}", routes=len(config.routes))
-
-    app.on_startup.append(announce)
-    web.run_app(
-        app,
-        host=host,
-        port=port,
-        access_log=None,
-        handler_cancellation=True,
-        print=None,
-        loop=new_event_loop(),
+    app[CONFIG_SOURCE] = source
+    runner = runner_for(app, config.server)
+    await runner.setup()
+    try:
+        sites = await start_sites(runner, config, reuse_port=source.supervised)
+    except OSError as exc:
+        _log.error(
+            "cannot_listen", host=config.server.host, port=config.server.port, error=str(exc)
+        )
+        await runner.cleanup()
+        return 1
+    background: set[asyncio.Task[Any]] = set()
+    stop = _on_signals(app, background)
+    if runner.server is not None:
+        deadline = HeaderDeadline(config.server.header_timeout_s)
+        closed = app[METRICS].slow_connections_closed.inc
+        _spawn(background, deadline.run(runner.server, closed))
+    if source.supervised:
+        _spawn(background, _stop_when_orphaned(stop))
+    _log.info(
+        "listening",
+        url=f"http://{config.server.host}:{config.server.port}",
+        admin=[site.name for site in sites[:-1]] or None,
+        routes=len(config.routes),
+        pid=os.getpid(),
     )
+    await stop.wait()
+    try:
+        await drain(app, runner, sites, config.server.drain_timeout_s)
+    finally:
+        for task in background:
+            task.cancel()
+    return 0
+
+
+def _on_signals(app: web.Application, background: set[asyncio.Task[Any]]) -> asyncio.Event:
+    """SIGTERM/SIGINT: drain (a second one: stop waiting for streams). SIGHUP: reload."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def on_stop() -> None:
+        if stop.is_set():
+            app[DRAIN].hurry()
+        stop.set()
+
+    def on_reload() -> None:
+        _spawn(background, _reload_logged(app))
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_stop)
+    loop.add_signal_handler(signal.SIGHUP, on_reload)
+    return stop
+
+
+async def _reload_logged(app: web.Application) -> None:
+    """A SIGHUP reload: its outcome is in the log (reload_config writes it) and the metrics."""
+    try:
+        await reload_config(app)
+    except ConfigError:
+        pass  # logged and counted; the running config stays
+    except Exception:  # a reload must never take the server down
+        _log.exception("config_reload_failed")
+
+
+async def _stop_when_orphaned(stop: asyncio.Event) -> None:
+    """A worker whose supervisor died (SIGKILL) drains and exits rather than live on alone."""
+    parent = os.getppid()
+    while True:  # no event tells a process that its parent died: look now and then
+        await asyncio.sleep(ORPHAN_CHECK_S)
+        if os.getppid() != parent:
+            break
+    _log.warning("supervisor_gone", parent=parent)
+    stop.set()
+
+
+def _spawn(tasks: set[asyncio.Task[Any]], coro: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.get_running_loop().create_task(coro)
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
 
 
 def new_key() -> tuple[str, str]:

@@ -19,6 +19,7 @@ from gateway.resilience import RESILIENCE, Resilience
 from gateway.respond import add_anomaly, buffered_response, provider_error_response, relay_stream
 from gateway.retry import RETRIABLE_STATUSES, Verdict
 from gateway.retrying import TargetRetries, Try
+from gateway.stages.gates import passed
 
 __all__ = ["HTTP_SESSION", "call_upstream", "relay_stream"]
 
@@ -28,6 +29,7 @@ _log = structlog.get_logger("gateway.upstream")
 async def call_upstream(ctx: RequestContext, call_next: Next) -> web.StreamResponse:
     """Retries and fallbacks happen only before the first byte reaches the client; an error
     returned after them carries `x-should-retry: false`, so SDKs do not multiply attempts."""
+    await passed(ctx)  # the limits' verdict: nothing goes upstream before it
     route, _ = ctx.target()
     res = ctx.request.app[RESILIENCE]
     deadline = request_deadline(route, ctx.request.headers, ctx.elapsed_s())

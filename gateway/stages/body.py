@@ -5,13 +5,15 @@ Runs after authentication, so an unknown client cannot make the gateway read a l
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
 from aiohttp import StreamReader, web
+from aiohttp.web_protocol import RequestPayloadError
 
 from gateway.context import RequestContext
-from gateway.errors import BadRequest, BodyTooLarge
+from gateway.errors import BadRequest, BodyTooLarge, GatewayError
 from gateway.headers import UPSTREAM_CHOOSING_HEADERS
 from gateway.pipeline import Next
 
@@ -20,15 +22,39 @@ _UPSTREAM_FIELDS = frozenset(
     {"api_base", "base_url", "api_key", "api_version", "endpoint", "azure_endpoint", "host"}
 )
 _UPSTREAM_SUFFIXES = ("_host", "_base", "_base_url", "_endpoint", "_api_key")
+_DECODED_ENCODINGS = frozenset({"", "identity", "gzip", "deflate", "br", "zstd"})
+
+
+class UnsupportedEncoding(GatewayError):
+    status = 415
+    error_type = "invalid_request_error"
+    code = "unsupported_content_encoding"
+
+
+class BodyTimeout(GatewayError):
+    status = 408
+    error_type = "invalid_request_error"
+    code = "request_timeout"
 
 
 async def read_body(ctx: RequestContext, call_next: Next) -> web.StreamResponse:
     request = ctx.request
     _refuse_upstream_headers(request)
-    limit = ctx.runtime.config.server.max_body_bytes
+    _refuse_unknown_encoding(request)
+    server = ctx.runtime.config.server
+    limit = server.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise _too_large(limit)
-    ctx.body = await read_limited(request.content, limit)
+    try:
+        # SECURITY: a body trickled slowly holds a connection and a task; it gets a deadline.
+        async with asyncio.timeout(server.body_timeout_s):
+            ctx.body = await read_limited(request.content, limit)
+    except TimeoutError:
+        raise BodyTimeout(
+            f"The request body did not arrive within {server.body_timeout_s:g}s."
+        ) from None
+    except RequestPayloadError:  # e.g. a gzip body that does not inflate
+        raise BadRequest("The request body could not be read (broken encoding).") from None
     needs_model = request.method == "POST" and request.path in ctx.dialect.model_endpoints
     if needs_model or (ctx.body and request.content_type == "application/json"):
         ctx.payload = _parse(ctx.body, required=needs_model)
@@ -43,7 +69,9 @@ async def read_body(ctx: RequestContext, call_next: Next) -> web.StreamResponse:
 
 
 async def read_limited(content: StreamReader, limit: int) -> bytes:
-    """Read a body in chunks, failing as soon as it passes `limit` bytes."""
+    """Read a body in chunks, failing as soon as it passes `limit` bytes. aiohttp inflates a
+    gzip or deflate body as it arrives, a slice at a time, so the limit counts inflated bytes
+    and a small compressed body cannot inflate past it in memory."""
     parts: list[bytes] = []
     size = 0
     while chunk := await content.readany():
@@ -82,6 +110,17 @@ def _refuse_upstream_fields(payload: dict[str, Any]) -> None:
                 param=field,
                 code="upstream_override_refused",
             )
+
+
+def _refuse_unknown_encoding(request: web.Request) -> None:
+    """aiohttp decodes the encodings below itself (or answers 400 for one it cannot); any
+    other would reach the provider as bytes it cannot read, without their label."""
+    encoding = request.headers.get("Content-Encoding", "").lower()
+    if encoding not in _DECODED_ENCODINGS:
+        raise UnsupportedEncoding(
+            "The request body's Content-Encoding is not supported; send it uncompressed, "
+            "or as gzip or deflate."
+        )
 
 
 def _refuse_upstream_headers(request: web.Request) -> None:

@@ -26,7 +26,9 @@ from gateway.cache.state import CACHE_STATE, CacheState
 from gateway.cache.storage import CacheStore, entry_key
 from gateway.config import CacheConfig
 from gateway.context import RequestContext
+from gateway.errors import GatewayError
 from gateway.pipeline import Next
+from gateway.stages.gates import passed
 
 HEADER = "x-gateway-cache"
 
@@ -37,9 +39,13 @@ async def cache_responses(ctx: RequestContext, call_next: Next) -> web.StreamRes
     if config is None or not config.enabled:
         return await call_next(ctx)
     request = ctx.request
-    plan = plan_request(
-        request.method, request.path, request.headers, ctx.payload, provider.kind, config
-    )
+    try:
+        plan = plan_request(
+            request.method, request.path, request.headers, ctx.payload, provider.kind, config
+        )
+    except GatewayError:
+        await passed(ctx)  # a refusal by the limits comes first, as it always has
+        raise
     state = request.app[CACHE_STATE]
     try:
         if plan.kind is None or not plan.write:
@@ -77,11 +83,14 @@ async def _read_through(job: _Job, state: CacheState, call_next: Next) -> web.St
     """Lead the key's flight (one Redis round trip, then upstream), or follow the leader."""
     flight, leads = state.flights.join(job.key)
     if not leads:
+        await passed(job.ctx)  # a refused request waits for no leader
         return await _follow(job, flight, call_next)
     shared: Entry | None = None
     token = uuid.uuid4().hex
     try:
+        # In the same round trip as the reservation, whose verdict comes before any answer.
         found = await job.store.lookup(job.key, token, LOCK_TTL_S)
+        await passed(job.ctx)
         if found.fresh is None and found.lock == "follower":  # another replica is calling
             flight.stale = found.stale
             found = await await_remote_leader(job.store, job.key, FOLLOW_WAIT_S)

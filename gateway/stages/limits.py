@@ -20,12 +20,15 @@ from gateway.errors import BudgetExhausted, GatewayError, RateLimited, Unavailab
 from gateway.metrics import METRICS
 from gateway.pipeline import Next
 from gateway.pricing import usd
+from gateway.stages.gates import open_gate, passed
 from gateway.store.accounting import ACCOUNTING, Reserved, StoreUnavailable
 from gateway.store.accounting import BudgetExhausted as Exhausted
 from gateway.store.accounting import RateLimited as Limited
 
 _log = structlog.get_logger("gateway.accounting")
 
+# The store's (day, month) period ids of a reservation.
+Period = tuple[str, str]
 # Per process: what each key spent unchecked while the store was out (allowance policy).
 OUTAGE_SPEND = web.AppKey("outage_spend", dict[str, int])
 # Per process: unpriced models already warned about (one warning each).
@@ -36,11 +39,14 @@ async def enforce_limits(ctx: RequestContext, call_next: Next) -> web.StreamResp
     plan = plan_for(ctx)
     if plan.billable and plan.price is None:
         _warn_unpriced(ctx, plan)
-    period = await _reserve(ctx, plan) if plan.needs_store else None
-    ctx.on_finish.append(lambda c: _settle(c, plan, period))
+    reservation = open_gate(ctx, _reserve(ctx, plan)) if plan.needs_store else None
+    ctx.on_finish.append(lambda c: _settle_after(c, plan, reservation))
     try:
         response = await call_next(ctx)
+        await passed(ctx)  # already passed, unless no later stage answered from upstream
     except GatewayError as err:
+        if _refused(reservation, err):
+            raise  # refused before the call: no cost to state
         ctx.status, ctx.error_code = err.status, err.code
         _price_header(ctx, plan)
         raise
@@ -67,7 +73,7 @@ def _price_header(ctx: RequestContext, plan: Plan) -> None:
     ctx.response_headers["x-gateway-cost-usd"] = usd(cost)
 
 
-async def _reserve(ctx: RequestContext, plan: Plan) -> tuple[str, str] | None:
+async def _reserve(ctx: RequestContext, plan: Plan) -> Period | None:
     """Reserve the worst case against every budget and take from the rate limits; returns
     the store's (day, month) period ids, or None when the store is out (and policy allows)."""
     key = ctx.authenticated_key()
@@ -174,13 +180,35 @@ def _on_store_error(ctx: RequestContext, plan: Plan, exc: StoreUnavailable) -> N
     )
 
 
-async def _settle(ctx: RequestContext, plan: Plan, period: tuple[str, str] | None) -> None:
+def _refused(reservation: asyncio.Task[Period | None] | None, err: BaseException) -> bool:
+    if reservation is None or not reservation.done() or reservation.cancelled():
+        return False
+    return reservation.exception() is err
+
+
+async def _settle_after(
+    ctx: RequestContext, plan: Plan, reservation: asyncio.Task[Period | None] | None
+) -> None:
+    """Settle once the reservation's verdict is in; a refused request reserved nothing."""
+    if reservation is None:
+        await _settle(ctx, plan, None)
+        return
+    if reservation.cancelled():
+        return
+    try:
+        period = await asyncio.shield(reservation)
+    except GatewayError:
+        return
+    await _settle(ctx, plan, period)
+
+
+async def _settle(ctx: RequestContext, plan: Plan, period: Period | None) -> None:
     """Charge the actual cost (even above the reservation) and release the rest. Shielded:
     a client that went away must not cancel the bill."""
     await asyncio.shield(_settle_now(ctx, plan, period))
 
 
-async def _settle_now(ctx: RequestContext, plan: Plan, period: tuple[str, str] | None) -> None:
+async def _settle_now(ctx: RequestContext, plan: Plan, period: Period | None) -> None:
     cost, source, tokens = bill(ctx, plan)
     ctx.cost_micro, ctx.cost_source = cost, source
     reserved = (plan.amount_micro, plan.tokens) if period is not None else (0, 0)

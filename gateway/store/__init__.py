@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from redis.asyncio import Redis, RedisCluster
 
+from gateway.store.coalesce import coalesce
+
 # A request never waits long on the store: these bound every command.
 COMMAND_TIMEOUT_S = 0.5
 CONNECT_TIMEOUT_S = 0.5
@@ -26,6 +28,9 @@ def open_store(url: str) -> Store:
         return RedisCluster.from_url(
             plain, socket_timeout=COMMAND_TIMEOUT_S, socket_connect_timeout=CONNECT_TIMEOUT_S
         )
-    return Redis.from_url(
-        url, socket_timeout=COMMAND_TIMEOUT_S, socket_connect_timeout=CONNECT_TIMEOUT_S
+    # Concurrent requests share round trips (see coalesce), each bounded by the command
+    # timeout; a cluster client routes each command to its own node, so it is left as it is.
+    return coalesce(
+        Redis.from_url(url, socket_timeout=None, socket_connect_timeout=CONNECT_TIMEOUT_S),
+        COMMAND_TIMEOUT_S,
     )

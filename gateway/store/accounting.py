@@ -36,6 +36,15 @@ class Scope:
 
 
 @dataclass(frozen=True, slots=True)
+class StatFields:
+    """Statistics counters: each value is added under every prefix (`<prefix>:<name>`).
+    The script gets each number once rather than once per prefix: fewer arguments to send."""
+
+    prefixes: tuple[str, ...]
+    values: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
 class Reserved:
     remaining_micro: int | None  # least budget left across scopes, this reservation held
     remaining_requests: int | None
@@ -143,15 +152,15 @@ class Accounting:
         tpm: int,
         rate_key: str,
         scopes: Sequence[Scope],
-        stats: dict[str, int],
+        stats: StatFields,
     ) -> list[Crossing]:
         """Charge `actual` (micro-dollars, tokens) and release `reserved`; returns the budget
         thresholds this request crossed (each reported by exactly one request)."""
         args: list[Any] = [request_id, *actual, *reserved, *period, tpm, rate_key, len(scopes)]
         for s in scopes:
             args += [s.name, _limit(s.day_micro), _limit(s.month_micro)]
-        args.append(len(stats))
-        for name, value in stats.items():
+        args += [len(stats.prefixes), *stats.prefixes, len(stats.values)]
+        for name, value in stats.values.items():
             args += [name, value]
         out = await self._run(self._settle, args)
         return [

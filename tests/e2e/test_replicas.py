@@ -252,7 +252,8 @@ def redis_cluster(tmp_path: Path) -> Iterator[str]:
 def _cluster_ports(count: int) -> list[int]:
     """Free ports below 55536 whose cluster bus port (+10000) is free too."""
     ports: list[int] = []
-    for port in range(21000 + os.getpid() % 1000 * 4, 55535):
+    # Below the ephemeral range (32768+), where outgoing connections take their ports.
+    for port in range(20000 + os.getpid() % 500 * 4, 32767 - 10000):
         if all(_is_free(p) for p in (port, port + 10000)):
             ports.append(port)
             if len(ports) == count:
@@ -261,8 +262,13 @@ def _cluster_ports(count: int) -> list[int]:
 
 
 def _is_free(port: int) -> bool:
+    """Free to listen on (a port held by an outgoing connection is not)."""
     with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) != 0
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def _wait_port(port: int) -> None:

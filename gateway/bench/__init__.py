@@ -1,0 +1,1 @@
+"""The performance benchmark: `python -m gateway.bench` (see docs/performance.md)."""

@@ -1,0 +1,61 @@
+"""Runs the benchmark once and writes its report (Markdown on stdout, files under --out)."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+from gateway.bench.machine import facts
+from gateway.bench.plan import Options
+from gateway.bench.procs import BenchError
+from gateway.bench.render import markdown, to_json
+from gateway.bench.results import Report
+from gateway.bench.runner import Run, now_utc, redis_version
+
+
+def _say(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def run(options: Options, command: str, out: Path) -> int:
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        machine = facts(redis_version(options.redis_url))
+        bench = Run(options, out, _say)
+    except BenchError as exc:
+        _say(f"cannot run: {exc}")
+        return 2
+    report = Report(
+        command=command,
+        date=now_utc(),
+        machine=machine,
+        cpus=bench.cpus.note,
+        options=dataclasses.asdict(options),
+        notes=NOTES,
+    )
+    try:
+        bench.execute(report)
+    except BenchError as exc:
+        _say(f"failed: {exc}")
+        return 1
+    text = markdown(report)
+    (out / "report.md").write_text(text)
+    (out / "report.json").write_bytes(to_json(report))
+    sys.stdout.write(text)
+    return 0
+
+
+NOTES = [
+    "CPU µs/req: utime+stime of the process (tree) from /proc over the phase, divided by "
+    "the requests wrk completed; Redis CPU is the redis-server process's (shared instance).",
+    "Added latency: the phase's percentile minus `direct`'s at the same provider latency and "
+    "connections (cache hits: against `direct` at 0 ms).",
+    "Proxy/load core %: how busy each core was; a load core near 100 % means the proxy was not "
+    "the bottleneck, and its CPU µs/req is then the figure to compare.",
+    "Other CPU %: CPU that processes outside the run (another job on the machine) used during "
+    "the phase, in percent of one core; where it is high, that phase's figures are noisy.",
+    "The gateway writes its request log line to /dev/null. Redis cmds/req: the EVALSHA, EVAL "
+    "and XADD commands the Redis instance received during the phase (commands inside Lua "
+    "scripts not counted), divided by requests; a pipeline sends several in one round trip.",
+]

@@ -1,0 +1,88 @@
+"""What one benchmark run measures: its options and the ordered list of phases (pure)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Target = Literal["direct", "forwarder", "gateway-miss", "gateway-hit"]
+StreamTarget = Literal["direct", "forwarder", "gateway"]
+WRK_TARGETS: tuple[Target, ...] = ("direct", "forwarder", "gateway-miss", "gateway-hit")
+STREAM_TARGETS: tuple[StreamTarget, ...] = ("direct", "forwarder", "gateway")
+
+
+# The benchmark flushes this database at its start and end: never point it at real data.
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/12"
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """Everything a run is parameterised by; the defaults are the documented full run."""
+
+    out: str | None = None
+    duration_s: float = 10.0
+    warmup_s: float = 2.0
+    connections: tuple[int, ...] = (1, 16, 64)
+    latencies_ms: tuple[int, ...] = (0, 50)
+    stream_connections: int = 16
+    stream_duration_s: float = 10.0
+    soak_s: float = 0.0
+    workers: bool = True
+    redis_url: str = DEFAULT_REDIS_URL
+    pin: bool = True
+    quick: bool = False
+
+
+QUICK = Options(
+    duration_s=3.0,
+    warmup_s=1.0,
+    connections=(16,),
+    latencies_ms=(0, 50),
+    stream_duration_s=3.0,
+    quick=True,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Phase:
+    """One wrk run: a target at one provider latency and one number of connections."""
+
+    target: Target
+    latency_ms: int
+    connections: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.target} {self.latency_ms}ms c{self.connections}"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamPhase:
+    """One run of the streaming client: time to first token through a target."""
+
+    target: StreamTarget
+    latency_ms: int
+    connections: int
+
+
+def wrk_phases(options: Options) -> list[Phase]:
+    """Grouped by latency, then connections, so every proxy is compared with `direct` under
+    the same conditions. A cache hit never calls the provider, so its latency does not
+    change it: it is measured at the first latency only."""
+    phases: list[Phase] = []
+    first = options.latencies_ms[0] if options.latencies_ms else 0
+    for latency in options.latencies_ms:
+        for connections in options.connections:
+            for target in WRK_TARGETS:
+                if target == "gateway-hit" and latency != first:
+                    continue
+                phases.append(Phase(target, latency, connections))
+    return phases
+
+
+def stream_phases(options: Options) -> list[StreamPhase]:
+    return [
+        StreamPhase(target, latency, options.stream_connections)
+        for latency in options.latencies_ms
+        for target in STREAM_TARGETS
+    ]

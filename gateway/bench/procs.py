@@ -1,0 +1,257 @@
+"""The processes under test: started on chosen CPUs, read from /proc, stopped.
+
+CPU time is utime + stime from `/proc/<pid>/stat` (whole process tree, so a supervisor with
+worker processes is counted whole); memory is VmRSS and VmHWM from `/proc/<pid>/status`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+PROC = Path("/proc")
+
+
+class BenchError(Exception):
+    """The benchmark cannot go on (a process did not start, wrk is missing, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Cpus:
+    """Where the load (wrk, mock, streaming client) and the proxy under test run."""
+
+    load: frozenset[int] | None
+    proxy: frozenset[int] | None
+    # The CPUs a multi-worker gateway gets; None when the machine has too few to give them.
+    workers: frozenset[int] | None
+    note: str
+
+
+def choose_cpus(available: Sequence[int], pin: bool) -> Cpus:
+    """The first CPU for the load, the second for the proxy; more CPUs go to workers."""
+    cpus = sorted(available)
+    if not pin or len(cpus) < 2:
+        return Cpus(None, None, None, f"not pinned ({len(cpus)} CPUs available)")
+    load, proxy = frozenset(cpus[:1]), frozenset(cpus[1:2])
+    workers = frozenset(cpus[1:3]) if len(cpus) >= 3 else None
+    note = f"wrk, mock and streaming client on CPU {cpus[0]}; proxy under test on CPU {cpus[1]}"
+    return Cpus(load, proxy, workers, note)
+
+
+@dataclass(frozen=True, slots=True)
+class Stat:
+    """The fields of /proc/<pid>/stat the benchmark uses (times in clock ticks)."""
+
+    ppid: int
+    utime: int
+    stime: int
+    cutime: int
+    cstime: int
+
+    @property
+    def ticks(self) -> int:
+        """The process's own CPU time plus that of children it has reaped."""
+        return self.utime + self.stime + self.cutime + self.cstime
+
+
+def parse_stat(text: str) -> Stat:
+    # The command name (field 2) is in parentheses and may contain spaces.
+    rest = text[text.rindex(")") + 2 :].split()
+    return Stat(int(rest[1]), int(rest[11]), int(rest[12]), int(rest[13]), int(rest[14]))
+
+
+def parse_status_kib(text: str, field: str) -> int:
+    """A `kB` field of /proc/<pid>/status (VmRSS, VmHWM); 0 when absent."""
+    for line in text.splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def parse_cpu_times(text: str) -> dict[int, tuple[int, int]]:
+    """/proc/stat per CPU: (busy ticks, total ticks); idle and iowait are not busy."""
+    out: dict[int, tuple[int, int]] = {}
+    for line in text.splitlines():
+        name, *values = line.split()
+        if not name.startswith("cpu") or name == "cpu":
+            continue
+        ticks = [int(v) for v in values[:8]]
+        idle = ticks[3] + ticks[4]
+        out[int(name[3:])] = (sum(ticks) - idle, sum(ticks))
+    return out
+
+
+def busy_percent(
+    before: Mapping[int, tuple[int, int]],
+    after: Mapping[int, tuple[int, int]],
+    cpus: frozenset[int],
+) -> float | None:
+    """How busy `cpus` were between two /proc/stat readings, in percent of their time."""
+    busy = sum(after[c][0] - before[c][0] for c in cpus if c in after and c in before)
+    total = sum(after[c][1] - before[c][1] for c in cpus if c in after and c in before)
+    return round(100 * busy / total, 1) if total > 0 else None
+
+
+def other_percent(
+    before: Mapping[int, tuple[int, int]],
+    after: Mapping[int, tuple[int, int]],
+    accounted_ticks: int,
+) -> float | None:
+    """CPU used by processes outside the run (another job on the machine), in percent of one
+    core: every core's busy time, less what the run's own processes used."""
+    cpus = [c for c in after if c in before]
+    busy = sum(after[c][0] - before[c][0] for c in cpus)
+    total = sum(after[c][1] - before[c][1] for c in cpus)
+    if total <= 0 or not cpus:
+        return None
+    per_core = total / len(cpus)
+    return round(max(0.0, 100 * (busy - accounted_ticks) / per_core), 1)
+
+
+def own_ticks() -> int:
+    """This process's CPU and that of the children it has waited for (wrk, the stream client)."""
+    t = os.times()
+    return round((t.user + t.system + t.children_user + t.children_system) * clock_ticks())
+
+
+def cpu_times() -> dict[int, tuple[int, int]]:
+    return parse_cpu_times((PROC / "stat").read_text())
+
+
+def clock_ticks() -> int:
+    return os.sysconf("SC_CLK_TCK")
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:  # the process ended between listing and reading
+        return None
+
+
+def process_tree(root: int) -> list[int]:
+    """`root` and every process descended from it."""
+    children: dict[int, list[int]] = {}
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        text = _read(entry / "stat")
+        if text is not None:
+            children.setdefault(parse_stat(text).ppid, []).append(int(entry.name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, []))
+    return tree
+
+
+def tree_ticks(root: int) -> int:
+    total = 0
+    for pid in process_tree(root):
+        text = _read(PROC / str(pid) / "stat")
+        total += parse_stat(text).ticks if text is not None else 0
+    return total
+
+
+def tree_memory_kib(root: int) -> tuple[int, int, int]:
+    """(summed VmRSS, summed VmHWM, largest VmRSS of one process) over the tree, in KiB."""
+    rss = hwm = largest = 0
+    for pid in process_tree(root):
+        text = _read(PROC / str(pid) / "status")
+        if text is None:
+            continue
+        one = parse_status_kib(text, "VmRSS")
+        rss, hwm, largest = rss + one, hwm + parse_status_kib(text, "VmHWM"), max(largest, one)
+    return rss, hwm, largest
+
+
+def find_process(name: str) -> int | None:
+    """The one process whose command name is `name` (e.g. redis-server); None if not exactly one."""
+    found = [
+        int(e.name)
+        for e in PROC.iterdir()
+        if e.name.isdigit() and (_read(e / "comm") or "").strip() == name
+    ]
+    return found[0] if len(found) == 1 else None
+
+
+def pin_self(cpus: frozenset[int] | None) -> None:
+    if cpus is not None:
+        os.sched_setaffinity(0, cpus)
+
+
+class Proc:
+    """One process under test, started with its output in `log` and on its CPUs."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        cpus: frozenset[int] | None,
+        log: Path,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.cpus = cpus
+        self.log = log
+        self.env = dict(env) if env is not None else None
+        self._popen: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        if self._popen is None:
+            raise BenchError(f"{self.name} is not running")
+        return self._popen.pid
+
+    def start(self) -> None:
+        cpus = self.cpus
+        with self.log.open("wb") as log:
+            self._popen = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+                self.argv,
+                stdout=subprocess.DEVNULL,  # the gateway's request log: one line per request
+                stderr=log,
+                env=self.env,
+                start_new_session=True,  # its own process group, stopped as one
+                preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
+            )
+
+    def wait_ready(self, url: str, timeout_s: float = 20.0) -> None:
+        """Until `url` answers at all (any HTTP status counts as up)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._popen is not None and self._popen.poll() is not None:
+                raise BenchError(f"{self.name} exited: see {self.log}")
+            try:
+                with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - a loopback URL
+                    return
+            except urllib.error.HTTPError:
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise BenchError(f"{self.name} did not answer at {url} within {timeout_s:g}s")
+
+    def ticks(self) -> int:
+        return tree_ticks(self.pid)
+
+    def memory_kib(self) -> tuple[int, int, int]:
+        return tree_memory_kib(self.pid)
+
+    def stop(self) -> None:
+        popen, self._popen = self._popen, None
+        if popen is None or popen.poll() is not None:
+            return
+        os.killpg(popen.pid, signal.SIGTERM)
+        try:
+            popen.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(popen.pid, signal.SIGKILL)
+            popen.wait()

@@ -1,0 +1,163 @@
+"""The measured figures of one run, and what follows from them (added latency, ratios)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+
+def cpu_us_per_request(ticks: int, clock_ticks: int, requests: int) -> float | None:
+    """CPU microseconds per request from a utime+stime delta in clock ticks."""
+    if requests <= 0:
+        return None
+    return round(ticks * 1_000_000 / clock_ticks / requests, 1)
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a is not None and b else None
+
+
+def minus(a: float | None, b: float | None) -> float | None:
+    return round(a - b, 3) if a is not None and b is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseResult:
+    """One wrk phase. CPU figures are per request completed; None where not measured."""
+
+    target: str
+    latency_ms: int
+    connections: int
+    requests: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    proxy_cpu_us: float | None
+    mock_cpu_us: float | None
+    store_cpu_us: float | None
+    proxy_core_pct: float | None
+    load_core_pct: float | None
+    store_commands: float | None = None
+    # CPU that processes outside the run used meanwhile (noise), in percent of one core.
+    other_pct: float | None = None
+    # Derived, filled by `derive`.
+    added_p50_ms: float | None = None
+    added_p99_ms: float | None = None
+    cpu_vs_forwarder: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamResult:
+    target: str
+    latency_ms: int
+    connections: int
+    requests: int
+    errors: int
+    ttft_p50_ms: float | None
+    ttft_p99_ms: float | None
+    proxy_cpu_us: float | None
+    added_ttft_p50_ms: float | None = None
+    added_ttft_p99_ms: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryResult:
+    process: str
+    idle_mib: float  # resident after start-up and one request of each kind
+    end_mib: float  # resident after every phase
+    peak_mib: float  # the high-water mark
+
+
+@dataclass(frozen=True, slots=True)
+class SoakResult:
+    seconds: float
+    rps: float
+    errors: int
+    samples_mib: list[tuple[float, float]]  # (seconds since start, resident MiB)
+
+    @property
+    def start_mib(self) -> float:
+        return self.samples_mib[0][1]
+
+    @property
+    def end_mib(self) -> float:
+        return self.samples_mib[-1][1]
+
+    @property
+    def growth_mib(self) -> float:
+        """End against the first sample taken after a tenth of the run (warm)."""
+        warm = next((m for t, m in self.samples_mib if t >= self.seconds / 10), self.start_mib)
+        return round(self.end_mib - warm, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkersResult:
+    workers: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    proxy_cpu_us: float | None
+    errors: int
+
+
+@dataclass(slots=True)
+class Report:
+    command: str
+    date: str
+    machine: dict[str, Any]
+    cpus: str
+    options: dict[str, Any]
+    phases: list[PhaseResult] = field(default_factory=list)
+    streams: list[StreamResult] = field(default_factory=list)
+    memory: list[MemoryResult] = field(default_factory=list)
+    soak: SoakResult | None = None
+    workers: list[WorkersResult] = field(default_factory=list)
+    workers_note: str = ""
+    # Whether the workers had cores of their own; without, their scaling says little.
+    workers_pinned: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def derive(phases: list[PhaseResult]) -> list[PhaseResult]:
+    """Added latency over `direct` and CPU over the forwarder, at equal latency and connections."""
+    by = {(p.target, p.latency_ms, p.connections): p for p in phases}
+    out = []
+    for p in phases:
+        direct = by.get(("direct", p.latency_ms, p.connections))
+        forwarder = by.get(("forwarder", p.latency_ms, p.connections))
+        if p.target == "gateway-hit":  # measured at one latency: compare with 0 ms direct
+            direct = by.get(("direct", 0, p.connections)) or direct
+            forwarder = by.get(("forwarder", 0, p.connections)) or forwarder
+        if p.target == "direct" or direct is None:
+            out.append(p)
+            continue
+        out.append(
+            replace(
+                p,
+                added_p50_ms=minus(p.p50_ms, direct.p50_ms),
+                added_p99_ms=minus(p.p99_ms, direct.p99_ms),
+                cpu_vs_forwarder=ratio(p.proxy_cpu_us, forwarder.proxy_cpu_us)
+                if forwarder is not None and p.target != "forwarder"
+                else None,
+            )
+        )
+    return out
+
+
+def derive_streams(streams: list[StreamResult]) -> list[StreamResult]:
+    by = {(s.target, s.latency_ms): s for s in streams}
+    out = []
+    for s in streams:
+        direct = by.get(("direct", s.latency_ms))
+        if s.target == "direct" or direct is None:
+            out.append(s)
+            continue
+        out.append(
+            replace(
+                s,
+                added_ttft_p50_ms=minus(s.ttft_p50_ms, direct.ttft_p50_ms),
+                added_ttft_p99_ms=minus(s.ttft_p99_ms, direct.ttft_p99_ms),
+            )
+        )
+    return out

@@ -1,0 +1,284 @@
+"""One benchmark run: start the stack, drive every phase, collect the figures."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import redis
+
+from gateway.bench import procs, wrk
+from gateway.bench.plan import Options, Phase, StreamPhase, stream_phases, wrk_phases
+from gateway.bench.procs import BenchError, Cpus, Proc
+from gateway.bench.results import (
+    MemoryResult,
+    PhaseResult,
+    Report,
+    StreamResult,
+    WorkersResult,
+    cpu_us_per_request,
+    derive,
+    derive_streams,
+)
+from gateway.bench.soak import soak
+from gateway.bench.stack import BODY_PREFIX, BODY_SUFFIX, PATH, REPLY, Stack, help_mentions
+
+Say = Callable[[str], None]
+# What the gateway sends Redis on a request's path. Commands a Lua script runs are counted by
+# Redis too, so the total of all commands would not say how many the gateway sent.
+CLIENT_COMMANDS = ("cmdstat_evalsha", "cmdstat_eval", "cmdstat_xadd")
+
+
+@dataclass(slots=True)
+class Meters:
+    """CPU readings around one phase: the proxy's, the mock's, Redis's, and each core's."""
+
+    clock: int
+    redis_pid: int | None
+    store: redis.Redis
+
+    def read(self, proxy: Proc | None, mock: Proc) -> dict[str, object]:
+        info = self.store.info("commandstats")
+        return {
+            "proxy": proxy.ticks() if proxy else 0,
+            "mock": mock.ticks(),
+            "redis": procs.tree_ticks(self.redis_pid) if self.redis_pid else None,
+            "cores": procs.cpu_times(),
+            "own": procs.own_ticks(),
+            "commands": sum(int(info[c]["calls"]) for c in CLIENT_COMMANDS if c in info),
+        }
+
+
+def _delta(after: dict[str, object], before: dict[str, object], name: str) -> int | None:
+    a, b = after[name], before[name]
+    return a - b if isinstance(a, int) and isinstance(b, int) else None
+
+
+class Run:
+    def __init__(self, options: Options, workdir: Path, say: Say) -> None:
+        self.options = options
+        self.say = say
+        self.wrk = wrk.ensure_wrk()
+        self.cpus: Cpus = procs.choose_cpus(sorted(os.sched_getaffinity(0)), options.pin)
+        self.store = redis.Redis.from_url(options.redis_url)
+        self.stack = Stack(workdir, self.cpus, options.redis_url)
+        self.meters = Meters(procs.clock_ticks(), procs.find_process("redis-server"), self.store)
+
+    def execute(self, report: Report) -> None:
+        procs.pin_self(self.cpus.load)  # this process and the streaming client: the load core
+        self.store.flushdb()
+        try:
+            self.say(f"starting mock, forwarder and gateway ({self.cpus.note})")
+            self.stack.start()
+            self.stack.smoke()
+            idle = {n: p.memory_kib()[0] for n, p in self.stack.procs.items()}
+            self._warm_up()
+            report.phases = derive([self._phase(p) for p in wrk_phases(self.options)])
+            report.streams = derive_streams([self._stream(s) for s in stream_phases(self.options)])
+            if self.options.soak_s > 0:
+                self.say(f"soak: {self.options.soak_s:g} s")
+                report.soak = soak(self, self.options.soak_s)
+            report.memory = self._memory(idle)
+            self.stack.stop_all()
+            self._workers(report)
+        finally:
+            self.stack.stop_all()
+            self.store.flushdb()
+
+    def _warm_up(self) -> None:
+        """Connection pools, caches and the interpreter's own warm-up, before any figure."""
+        for target in ("direct", "forwarder", "gateway-miss"):
+            self._wrk(target, 0, 16, self.options.warmup_s)
+
+    def wrk_command(self, target: str, latency: int, conns: int, seconds: float) -> list[str]:
+        kind = "gateway" if target.startswith("gateway") else target
+        unique = "0" if target == "gateway-hit" else "1"
+        args = [PATH, self.stack.auth(kind), str(latency), unique, BODY_PREFIX, BODY_SUFFIX, REPLY]
+        return wrk.wrk_argv(
+            self.wrk,
+            self.stack.url(kind),
+            connections=conns,
+            duration_s=seconds,
+            script=wrk.script_path(),
+            script_args=args,
+        )
+
+    def _wrk(self, target: str, latency: int, conns: int, seconds: float) -> wrk.WrkResult:
+        out = subprocess.run(  # noqa: S603 - wrk, with our own arguments
+            self.wrk_command(target, latency, conns, seconds),
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=seconds + 60,
+        )
+        if out.returncode != 0:
+            raise BenchError(f"wrk failed ({out.returncode}): {out.stderr[-2000:]}")
+        return wrk.parse_wrk(out.stdout)
+
+    def proxy_for(self, target: str) -> Proc | None:
+        if target == "direct":
+            return None
+        return self.stack.procs["forwarder" if target == "forwarder" else "gateway"]
+
+    def _phase(self, phase: Phase) -> PhaseResult:
+        self.say(f"wrk: {phase.name}")
+        if phase.target == "gateway-hit":
+            self.stack.prime_hit()
+        proxy, mock = self.proxy_for(phase.target), self.stack.procs["mock"]
+        before = self.meters.read(proxy, mock)
+        result = self._wrk(
+            phase.target, phase.latency_ms, phase.connections, self.options.duration_s
+        )
+        after = self.meters.read(proxy, mock)
+        return self._result(phase, result, before, after)
+
+    def _result(
+        self,
+        phase: Phase,
+        r: wrk.WrkResult,
+        before: dict[str, object],
+        after: dict[str, object],
+    ) -> PhaseResult:
+        per = self._per_request(r.requests, before, after)
+        return PhaseResult(
+            target=phase.target,
+            latency_ms=phase.latency_ms,
+            connections=phase.connections,
+            requests=r.requests,
+            rps=r.rps,
+            p50_ms=r.p50_ms,
+            p99_ms=r.p99_ms,
+            errors=r.errors,
+            proxy_cpu_us=per("proxy") if phase.target != "direct" else None,
+            mock_cpu_us=per("mock") if phase.target != "gateway-hit" else None,
+            store_cpu_us=per("redis") if phase.target.startswith("gateway") else None,
+            proxy_core_pct=self._busy(before, after, self.cpus.proxy),
+            load_core_pct=self._busy(before, after, self.cpus.load),
+            other_pct=self._other(before, after),
+            store_commands=self._commands(r.requests, before, after, phase.target),
+        )
+
+    def _per_request(
+        self, requests: int, before: dict[str, object], after: dict[str, object]
+    ) -> Callable[[str], float | None]:
+        def per(name: str) -> float | None:
+            ticks = _delta(after, before, name)
+            return None if ticks is None else cpu_us_per_request(ticks, self.meters.clock, requests)
+
+        return per
+
+    @staticmethod
+    def _other(before: dict[str, object], after: dict[str, object]) -> float | None:
+        a, b = after["cores"], before["cores"]
+        if not isinstance(a, dict) or not isinstance(b, dict):
+            return None
+        ours = sum(_delta(after, before, n) or 0 for n in ("proxy", "mock", "redis", "own"))
+        return procs.other_percent(b, a, ours)
+
+    @staticmethod
+    def _busy(
+        before: dict[str, object], after: dict[str, object], cpus: frozenset[int] | None
+    ) -> float | None:
+        a, b = after["cores"], before["cores"]
+        if cpus is None or not isinstance(a, dict) or not isinstance(b, dict):
+            return None
+        return procs.busy_percent(b, a, cpus)
+
+    @staticmethod
+    def _commands(
+        requests: int, before: dict[str, object], after: dict[str, object], target: str
+    ) -> float | None:
+        calls = _delta(after, before, "commands")
+        if not target.startswith("gateway") or calls is None or requests <= 0:
+            return None
+        return round(calls / requests, 2)
+
+    def _stream(self, phase: StreamPhase) -> StreamResult:
+        self.say(f"streaming: {phase.target} {phase.latency_ms}ms c{phase.connections}")
+        proxy, mock = self.proxy_for(phase.target), self.stack.procs["mock"]
+        argv = [sys.executable, "-m", "gateway.bench.ttft", "--url"]
+        argv += [self.stack.url(phase.target) + PATH, "--auth", self.stack.auth(phase.target)]
+        argv += ["--connections", str(phase.connections), "--latency-ms", str(phase.latency_ms)]
+        argv += ["--duration", str(self.options.stream_duration_s)]
+        before = self.meters.read(proxy, mock)
+        out = subprocess.run(  # noqa: S603 - our own interpreter and arguments
+            argv,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=self.options.stream_duration_s + 60,
+        )
+        after = self.meters.read(proxy, mock)
+        if out.returncode != 0:
+            raise BenchError(f"the streaming client failed: {out.stderr[-2000:]}")
+        s = orjson.loads(out.stdout.strip().splitlines()[-1])
+        per = self._per_request(s["requests"], before, after)
+        return StreamResult(
+            target=phase.target,
+            latency_ms=phase.latency_ms,
+            connections=phase.connections,
+            requests=s["requests"],
+            errors=s["errors"],
+            ttft_p50_ms=s["ttft_p50_ms"],
+            ttft_p99_ms=s["ttft_p99_ms"],
+            proxy_cpu_us=per("proxy") if proxy is not None else None,
+        )
+
+    def _memory(self, idle: dict[str, int]) -> list[MemoryResult]:
+        out = []
+        for name in ("mock", "forwarder", "gateway"):
+            rss, hwm, _ = self.stack.procs[name].memory_kib()
+            out.append(MemoryResult(name, idle[name] / 1024, rss / 1024, hwm / 1024))
+        return out
+
+    def _workers(self, report: Report) -> None:
+        """`gateway serve --workers N`, 1 then 2, when the command offers it."""
+        if not help_mentions("--workers"):
+            report.workers_note = "pending: `gateway serve` has no --workers option yet"
+            return
+        cpus = self.cpus.workers
+        where = "pinned to CPUs " + ",".join(map(str, sorted(cpus))) if cpus else "unpinned"
+        report.workers_pinned = cpus is not None
+        report.workers_note = f"cache misses, 0 ms provider, c64, workers {where}" + (
+            ""
+            if cpus
+            else ": this machine has no two CPUs to spare beside the load's (it would need "
+            "three), so two workers share both cores with wrk and the mock"
+        )
+        self.stack.start_mock()
+        try:
+            for n in (1, 2):
+                report.workers.append(self._workers_run(n, cpus))
+        finally:
+            self.stack.stop_all()
+
+    def _workers_run(self, n: int, cpus: frozenset[int] | None) -> WorkersResult:
+        self.say(f"workers: {n}")
+        proc = self.stack.start_gateway(f"gateway-{n}w", ["--workers", str(n)], cpus)
+        try:
+            self._wrk("gateway-miss", 0, 16, self.options.warmup_s)
+            before = self.meters.read(proc, self.stack.procs["mock"])
+            r = self._wrk("gateway-miss", 0, 64, self.options.duration_s)
+            after = self.meters.read(proc, self.stack.procs["mock"])
+        finally:
+            self.stack.stop(f"gateway-{n}w")
+        per = self._per_request(r.requests, before, after)
+        return WorkersResult(n, r.rps, r.p50_ms, r.p99_ms, per("proxy"), r.errors)
+
+
+def redis_version(url: str) -> str:
+    try:
+        info = redis.Redis.from_url(url).info("server")
+    except redis.RedisError as exc:
+        raise BenchError(f"Redis at {url} does not answer: {exc}") from None
+    return f"{info.get('redis_version', '?')}"
+
+
+def now_utc() -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime())

@@ -1,0 +1,128 @@
+"""Time to first token: a small asyncio client streaming through N connections for a while.
+
+`python -m gateway.bench.ttft --url URL --auth "Bearer K" --connections 16 --duration 10`
+prints one JSON line: requests, errors, and p50/p90/p99 of the time to the first body chunk
+and of the whole stream, in milliseconds. wrk cannot measure this: it times whole answers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import math
+import sys
+import time
+from collections.abc import Sequence
+
+import aiohttp
+import orjson
+
+
+def percentile(values: Sequence[float], pct: float) -> float | None:
+    """Nearest-rank percentile of `values` (None when there are none)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def summary(firsts: Sequence[float], totals: Sequence[float], errors: int) -> dict[str, object]:
+    """Seconds in, milliseconds out."""
+
+    def ms(values: Sequence[float], pct: float) -> float | None:
+        found = percentile(values, pct)
+        return None if found is None else round(found * 1000, 3)
+
+    return {
+        "requests": len(firsts),
+        "errors": errors,
+        "ttft_p50_ms": ms(firsts, 50),
+        "ttft_p90_ms": ms(firsts, 90),
+        "ttft_p99_ms": ms(firsts, 99),
+        "total_p50_ms": ms(totals, 50),
+        "total_p99_ms": ms(totals, 99),
+    }
+
+
+def body(n: int, run_id: str) -> bytes:
+    """A unique prompt each time, so a gateway cache never answers."""
+    return orjson.dumps(
+        {
+            "model": "gpt-4o-mini",
+            "temperature": 0,
+            "max_tokens": 64,
+            "stream": True,
+            "messages": [{"role": "user", "content": f"stream {run_id}-{n}: say something"}],
+        }
+    )
+
+
+async def _client(
+    session: aiohttp.ClientSession,
+    url: str,
+    headers: dict[str, str],
+    until: float,
+    counter: itertools.count[int],
+    run_id: str,
+    out: tuple[list[float], list[float], list[int]],
+) -> None:
+    firsts, totals, errors = out
+    while time.perf_counter() < until:
+        started = time.perf_counter()
+        try:
+            async with session.post(url, data=body(next(counter), run_id), headers=headers) as r:
+                first = await r.content.readany()
+                first_at = time.perf_counter()
+                async for _ in r.content.iter_any():
+                    pass
+                if r.status != 200 or not first:
+                    errors.append(r.status)
+                    continue
+        except aiohttp.ClientError:
+            errors.append(0)
+            continue
+        firsts.append(first_at - started)
+        totals.append(time.perf_counter() - started)
+
+
+async def measure(
+    url: str, auth: str, connections: int, duration_s: float, latency_ms: int
+) -> dict[str, object]:
+    headers = {"Authorization": auth, "Content-Type": "application/json"}
+    if latency_ms > 0:
+        headers["x-mock-latency-ms"] = str(latency_ms)
+    out: tuple[list[float], list[float], list[int]] = ([], [], [])
+    counter = itertools.count()
+    run_id = f"{time.time():.0f}"
+    connector = aiohttp.TCPConnector(limit=connections)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        until = time.perf_counter() + duration_s
+        await asyncio.gather(
+            *(
+                _client(session, url, headers, until, counter, run_id, out)
+                for _ in range(connections)
+            )
+        )
+    return summary(out[0], out[1], len(out[2]))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m gateway.bench.ttft")
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--auth", required=True, help="the Authorization header value")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--latency-ms", type=int, default=0)
+    args = parser.parse_args(argv)
+    import uvloop
+
+    result = uvloop.run(
+        measure(args.url, args.auth, args.connections, args.duration, args.latency_ms)
+    )
+    sys.stdout.write(orjson.dumps(result).decode() + "\n")
+
+
+if __name__ == "__main__":
+    main()

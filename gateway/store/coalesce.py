@@ -1,0 +1,207 @@
+"""Commands issued in the same event-loop turn travel to Redis together, in one pipeline.
+
+Under load many requests want the store at the same moment (a reservation here, a settle or
+a cache read there). Sent one by one, each costs a write, a read and the client's per-command
+work; coalesced, one round trip carries them all. Each caller still awaits its own reply, in
+the order it asked, with its own error: nothing is deferred past the current loop turn, so
+what a request observes is unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+# Commands that wait on the server, or change the connection they run on, never share a
+# pipeline: one of them would hold up (or alter) every command queued beside it.
+_ALONE = frozenset(
+    {
+        b"BLPOP",
+        b"BRPOP",
+        b"BLMOVE",
+        b"BLMPOP",
+        b"BRPOPLPUSH",
+        b"BZPOPMIN",
+        b"BZPOPMAX",
+        b"BZMPOP",
+        b"XREAD",
+        b"XREADGROUP",
+        b"WAIT",
+        b"WAITAOF",
+        b"SUBSCRIBE",
+        b"PSUBSCRIBE",
+        b"SSUBSCRIBE",
+        b"MONITOR",
+        b"SELECT",
+        b"AUTH",
+        b"HELLO",
+        b"CLIENT",
+        b"MULTI",
+        b"EXEC",
+        b"WATCH",
+        b"UNWATCH",
+        b"QUIT",
+        b"SHUTDOWN",
+    }
+)
+
+# hiredis (optional: redis-py uses it to parse replies when it is installed) packs commands
+# in C, several times faster; only for the plain types it encodes exactly as redis-py does.
+_hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
+try:
+    from hiredis import pack_command as _hiredis_pack
+except ImportError:  # pragma: no cover - without hiredis, the pure-Python packer below
+    _hiredis_pack = None
+_PLAIN = frozenset({bytes, str, int})
+_UTF8 = ("utf-8", "strict")
+
+Send = Callable[..., Awaitable[Any]]
+_Queued = tuple[tuple[Any, ...], dict[str, Any], "asyncio.Future[Any]"]
+
+
+def _name(command: Any) -> bytes:
+    raw = command.encode() if isinstance(command, str) else bytes(command)
+    return raw.split(b" ", 1)[0].upper()
+
+
+class Coalescer:
+    """Stands in for one client's `execute_command`."""
+
+    __slots__ = ("_client", "_loop", "_queue", "_send", "_tasks", "_timeout_s")
+
+    def __init__(self, client: Redis, timeout_s: float) -> None:
+        self._client = client
+        self._timeout_s = timeout_s
+        self._send: Send = client.execute_command
+        self._queue: list[_Queued] = []
+        # The loop a flush is scheduled on (None: none is), so that a client carried over to
+        # a new event loop never waits on a flush its old loop will not run.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        if not args or _name(args[0]) in _ALONE:
+            async with asyncio.timeout(self._timeout_s):
+                return await self._send(*args, **options)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.append((args, options, future))
+        if self._loop is not loop:
+            self._loop = loop
+            loop.call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        """At the end of the turn: send what was queued during it."""
+        self._loop = None
+        queued, self._queue = self._queue, []
+        live = [item for item in queued if not item[2].done()]  # callers already gone
+        if not live:
+            return
+        task = asyncio.get_running_loop().create_task(self._run(live))
+        self._tasks.add(task)  # a reference, so the task is not collected mid-flight
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, batch: list[_Queued]) -> None:
+        try:
+            # One bound for the whole round trip (the client's own timeout would arm a timer
+            # for every reply in the batch).
+            async with asyncio.timeout(self._timeout_s):
+                results = await self._pipeline(batch)
+        except Exception as exc:  # the round trip itself failed: every caller learns why
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(_copy(exc))
+            return
+        except asyncio.CancelledError:
+            for _, _, future in batch:
+                future.cancel()
+            raise
+        for (_, _, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+    async def _pipeline(self, batch: list[_Queued]) -> list[Any]:
+        """One write, then each reply in order, on one pooled connection: what redis-py's
+        pipeline does, without its per-command bookkeeping (which cost more than Redis did)."""
+        pool = self._client.connection_pool
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]  # redis-py: untyped
+        try:
+            # As redis-py does: a connection error is retried (once, by the client's policy)
+            # on a fresh connection.
+            results: list[Any] = await conn.retry.call_with_retry(
+                lambda: self._exchange(conn, batch), lambda _: conn.disconnect()
+            )
+            return results
+        except BaseException:
+            await conn.disconnect()  # a reply may still be on its way: never reuse it
+            raise
+        finally:
+            await pool.release(conn)
+
+    async def _exchange(self, conn: Any, batch: list[_Queued]) -> list[Any]:
+        encoder = conn.encoder
+        await conn.send_packed_command(pack([args for args, _, _ in batch], encoder))
+        results: list[Any] = []
+        for args, options, _ in batch:
+            try:
+                results.append(await self._client.parse_response(conn, args[0], **options))
+            except ResponseError as exc:  # that command's own error, for its caller alone
+                results.append(exc)
+        return results
+
+
+def pack(commands: list[tuple[Any, ...]], encoder: Any) -> bytes:
+    """RESP for several commands, as redis-py encodes them (a command name with a space is
+    several words; values other than bytes, str, int and float go through the encoder)."""
+    out: list[bytes] = []
+    fast = _hiredis_pack is not None and (encoder.encoding, encoder.encoding_errors) == _UTF8
+    for command in commands:
+        first, rest = command[0], command[1:]
+        if (isinstance(first, str) and " " in first) or (
+            isinstance(first, bytes) and b" " in first
+        ):
+            command = (*first.split(), *rest)
+        if fast and all(type(arg) in _PLAIN for arg in command):
+            out.append(_hiredis_pack(command))  # type: ignore[misc]  # fast: it is there
+            continue
+        out.append(b"*%d\r\n" % len(command))
+        for arg in command:
+            if isinstance(arg, bytes):
+                value = arg
+            elif isinstance(arg, str):
+                value = arg.encode(encoder.encoding, encoder.encoding_errors)
+            elif isinstance(arg, int) and not isinstance(arg, bool):
+                value = b"%d" % arg
+            else:  # floats, memoryviews; booleans and the rest raise DataError there
+                value = encoder.encode(arg)
+            out.append(b"$%d\r\n%s\r\n" % (len(value), value))
+    return b"".join(out)
+
+
+def _copy(exc: Exception) -> Exception:
+    """A fresh exception per caller: one instance raised in many tasks would collect all
+    their tracebacks."""
+    try:
+        copy = type(exc)(*exc.args)
+    except Exception:  # an exception type with another constructor: share the original
+        return exc
+    copy.__cause__ = exc.__cause__
+    return copy
+
+
+def coalesce(client: Redis, timeout_s: float) -> Redis:
+    """Make `client` coalesce its commands (in place) and return it. Every round trip is
+    bounded by `timeout_s`, so the client itself needs no socket timeout."""
+    coalescer = Coalescer(client, timeout_s)
+    # Every command of the client, scripts included, goes through this one method.
+    client.execute_command = coalescer.execute_command  # type: ignore[method-assign]
+    return client

@@ -1,0 +1,159 @@
+"""Helpers for tests that run `gateway serve` (and redis-server) as real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_config(tmp: Path, data: dict[str, Any], name: str = "gateway.yaml") -> Path:
+    path = tmp / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+class GatewayProcess:
+    """One `gateway serve` process; its JSON log lines go to a file."""
+
+    def __init__(self, config: Path, port: int, log: Path, args: Sequence[str] = ()) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = log
+        command = [sys.executable, "-m", "gateway", "serve", "--config", str(config)]
+        with log.open("wb") as out:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                [*command, "--port", str(port), *args], stdout=out, stderr=subprocess.STDOUT
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    async def ready(self, path: str = "/healthz", timeout_s: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"gateway exited: {self.log_path.read_text()[-2000:]}")
+                try:
+                    async with session.get(self.url + path) as resp:
+                        if resp.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.05)
+        raise AssertionError(f"gateway at {self.url} did not start")
+
+    def signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    async def exit_code(self, timeout_s: float) -> int:
+        """Wait for the process to exit, without blocking the test's event loop."""
+        deadline = time.monotonic() + timeout_s
+        while self.proc.poll() is None:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"gateway did not exit within {timeout_s}s")
+            await asyncio.sleep(0.02)
+        return self.proc.returncode
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def logs(self) -> list[dict[str, Any]]:
+        """Every JSON log line written so far."""
+        lines = []
+        for raw in self.log_path.read_text(errors="replace").splitlines():
+            if raw.startswith("{"):
+                lines.append(json.loads(raw))
+        return lines
+
+    def request_lines(self) -> dict[str, list[dict[str, Any]]]:
+        """The per-request log lines, by request id."""
+        found: dict[str, list[dict[str, Any]]] = {}
+        for line in self.logs():
+            if line.get("event") == "request":
+                found.setdefault(line["request_id"], []).append(line)
+        return found
+
+    def open_fds(self) -> int:
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
+
+    def rss_kib(self) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise AssertionError("no VmRSS")
+
+
+class RedisProcess:
+    """A redis-server of the test's own on a spare loopback port (the shared one is never
+    stopped)."""
+
+    def __init__(self, directory: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            if os.environ.get("REQUIRE_REDIS") == "1":
+                pytest.fail("redis-server is needed for this test")
+            pytest.skip("redis-server is not installed")
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly"]
+        self.proc = subprocess.Popen(
+            [binary, *args, "no", "--dir", str(directory)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise AssertionError("redis-server did not start")
+
+    def freeze(self) -> None:
+        """SIGSTOP: connections are accepted by the kernel but nothing answers."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+@contextmanager
+def redis_process(directory: Path) -> Iterator[RedisProcess]:
+    redis = RedisProcess(directory)
+    try:
+        yield redis
+    finally:
+        redis.stop()

@@ -1,0 +1,101 @@
+"""`gateway serve --workers N`: N processes on one port, metrics summed across them, a worker
+that dies is replaced, a reload reaches every worker, SIGTERM stops them all with exit 0."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import KEY_A, base_config, sha
+from tests.faults.processes import GatewayProcess, free_port, write_config
+
+ADMIN = "admin-token-workers"
+NEW_KEY = "gk-new-for-every-worker"
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def _data(mock_url: str) -> dict[str, Any]:
+    return base_config(mock_url, admin={"token_sha256": sha(ADMIN)})
+
+
+async def _post_fresh(url: str, key: str) -> int:
+    """On a new connection each time, so SO_REUSEPORT spreads them over the workers."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{url}/v1/chat/completions", json=CHAT, headers={"Authorization": f"Bearer {key}"}
+        ) as resp,
+    ):
+        return resp.status
+
+
+def _worker_pids(gateway: GatewayProcess) -> list[int]:
+    return [line["pid"] for line in gateway.logs() if line.get("event") == "listening"]
+
+
+async def _until(check: Any, timeout_s: float = 20.0) -> None:
+    for _ in range(int(timeout_s / 0.05)):
+        if check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not reached")
+
+
+def _requests_total(text: str) -> float:
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "llm_gateway_requests_total"
+    )
+
+
+async def test_two_workers_share_the_port_sum_metrics_survive_a_kill_and_reload_together(
+    tmp_path: Path, mock_url: str
+) -> None:
+    env_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    assert env_dir is None  # the gateway makes its own directory
+    path = write_config(tmp_path, _data(mock_url))
+    gateway = GatewayProcess(path, free_port(), tmp_path / "gateway.log", ["--workers", "2"])
+    try:
+        await gateway.ready()
+        await _until(lambda: len(set(_worker_pids(gateway))) == 2)
+        statuses = await asyncio.gather(*(_post_fresh(gateway.url, KEY_A) for _ in range(20)))
+        assert statuses == [200] * 20
+        async with aiohttp.ClientSession() as session, session.get(f"{gateway.url}/metrics") as m:
+            assert _requests_total(await m.text()) == 20
+
+        first, _ = _worker_pids(gateway)
+        os.kill(first, signal.SIGKILL)
+        await _until(lambda: len(_worker_pids(gateway)) == 3)  # a replacement started
+        assert await _post_fresh(gateway.url, KEY_A) == 200
+
+        data = _data(mock_url)
+        data["keys"].append({"name": "team-new", "key_sha256": sha(NEW_KEY), "routes": ["*"]})
+        write_config(tmp_path, data)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"{gateway.url}/admin/reload", headers={"Authorization": f"Bearer {ADMIN}"}
+            ) as reloaded,
+        ):
+            assert reloaded.status == 200
+        await _until(
+            lambda: sum(1 for x in gateway.logs() if x.get("event") == "config_reloaded") >= 3
+        )
+        statuses = await asyncio.gather(*(_post_fresh(gateway.url, NEW_KEY) for _ in range(20)))
+        assert statuses == [200] * 20
+
+        metrics_dir = next(x for x in gateway.logs() if x.get("event") == "supervisor")
+        assert Path(metrics_dir["metrics_dir"]).is_dir()
+        gateway.signal(signal.SIGTERM)
+        assert await gateway.exit_code(timeout_s=15) == 0
+        assert not Path(metrics_dir["metrics_dir"]).exists()  # the directory it made is gone
+    finally:
+        gateway.stop()

@@ -1,0 +1,142 @@
+"""The store client coalesces the commands of one event-loop turn into one round trip."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+from redis.asyncio.connection import Connection
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import DataError, NoScriptError, ResponseError
+
+from gateway.store import open_store
+from gateway.store.coalesce import Coalescer, pack
+
+pytestmark = pytest.mark.redis
+
+
+def count_round_trips(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The command names of every round trip the coalescer makes."""
+    trips: list[list[str]] = []
+    exchange = Coalescer._exchange
+
+    async def recording(self: Coalescer, conn: Any, batch: list[Any]) -> list[Any]:
+        trips.append([str(args[0]) for args, _, _ in batch])
+        return await exchange(self, conn, batch)
+
+    monkeypatch.setattr(Coalescer, "_exchange", recording)
+    return trips
+
+
+async def test_commands_of_one_turn_share_one_round_trip(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trips = count_round_trips(monkeypatch)
+    store = open_store(redis_url)
+    try:
+        results = await asyncio.gather(
+            store.set("a", "1"), store.incr("n"), store.get("a"), store.incr("n")
+        )
+    finally:
+        await store.aclose()
+    assert results == [True, 1, b"1", 2]  # each caller its own reply, in the order asked
+    assert trips == [["SET", "INCRBY", "GET", "INCRBY"]]
+
+
+async def test_sequential_commands_each_make_their_own_round_trip(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trips = count_round_trips(monkeypatch)
+    store = open_store(redis_url)
+    try:
+        await store.set("a", "1")
+        assert await store.get("a") == b"1"
+    finally:
+        await store.aclose()
+    assert trips == [["SET"], ["GET"]]
+
+
+async def test_a_commands_error_reaches_its_caller_alone(redis_url: str) -> None:
+    store = open_store(redis_url)
+    try:
+        await store.set("text", "not a number")
+        bad, good, script = await asyncio.gather(
+            store.incr("text"),
+            store.incr("n"),
+            store.evalsha("0" * 40, 0),
+            return_exceptions=True,
+        )
+    finally:
+        await store.aclose()
+    assert isinstance(bad, ResponseError)
+    assert good == 1
+    assert isinstance(script, NoScriptError)  # callers load the script and try again
+
+
+async def test_scripts_registered_on_the_client_run_through_it(redis_url: str) -> None:
+    store = open_store(redis_url)
+    try:
+        script = store.register_script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+        results = await asyncio.gather(script(keys=["s"], args=[2]), script(keys=["s"], args=[3]))
+    finally:
+        await store.aclose()
+    assert sorted(results) == [2, 5]
+
+
+async def test_an_unreachable_store_fails_every_caller_quickly() -> None:
+    store = open_store("redis://127.0.0.1:1/0")  # nothing listens on port 1
+    try:
+        async with asyncio.timeout(5):
+            results = await asyncio.gather(store.get("a"), store.get("b"), return_exceptions=True)
+    finally:
+        await store.aclose()
+    assert all(isinstance(r, RedisConnectionError) for r in results)
+    assert results[0] is not results[1]  # each caller its own exception
+
+
+async def test_a_caller_that_gives_up_leaves_the_others_their_replies(redis_url: str) -> None:
+    store = open_store(redis_url)
+    try:
+        gone = asyncio.ensure_future(store.set("gone", "1"))
+        kept = asyncio.ensure_future(store.set("kept", "1"))
+        gone.cancel()
+        assert await kept is True
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+    finally:
+        await store.aclose()
+
+
+async def test_blocking_commands_are_sent_alone(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trips = count_round_trips(monkeypatch)
+    store: Redis = open_store(redis_url)  # type: ignore[assignment]  # a plain Redis URL
+    try:
+        await store.rpush("q", "x")
+        assert await store.blpop(["q"], timeout=1) == (b"q", b"x")
+    finally:
+        await store.aclose()
+    assert trips == [["RPUSH"]]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("EVALSHA", "a" * 40, 1, "k", 12, -3, 1.5, b"x\r\n", "é"),
+        ("SCRIPT LOAD", "return 1"),
+        (b"CONFIG GET", "maxmemory"),
+        ("XADD", "s", "MAXLEN", "~", 1000, "*", "j", memoryview(b"abc")),
+        ("SET", "k", 0.1),
+    ],
+)
+def test_pack_encodes_as_redis_py_does(command: tuple[Any, ...]) -> None:
+    conn = Connection()
+    assert pack([command], conn.encoder) == b"".join(conn.pack_command(*command))
+
+
+def test_pack_refuses_what_redis_py_refuses() -> None:
+    with pytest.raises(DataError):
+        pack([("SET", "k", True)], Connection().encoder)

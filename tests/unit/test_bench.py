@@ -1,0 +1,217 @@
+"""The benchmark's pure parts: options, phases, wrk output, /proc readings, CPU accounting."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.bench.cli import options_from
+from gateway.bench.machine import cpu_model
+from gateway.bench.plan import QUICK, Options, stream_phases, wrk_phases
+from gateway.bench.procs import (
+    BenchError,
+    busy_percent,
+    choose_cpus,
+    other_percent,
+    parse_cpu_times,
+    parse_stat,
+    parse_status_kib,
+)
+from gateway.bench.results import cpu_us_per_request
+from gateway.bench.ttft import percentile, summary
+from gateway.bench.wrk import parse_wrk, script_path, wrk_argv, wrk_rps
+
+WRK_OUTPUT = """Running 1s test @ http://127.0.0.1:19090
+  1 threads and 2 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   222.67us  178.92us   4.40ms   98.43%
+    Req/Sec     9.35k   270.94     9.97k    72.73%
+  10220 requests in 1.10s, 5.17MB read
+  Non-2xx or 3xx responses: 3
+Requests/sec:   9289.84
+Transfer/sec:      4.70MB
+BENCH_JSON {"requests":10220,"duration_us":1100126,"bytes":5416822,"connect":0,"read":1,\
+"write":0,"status":3,"timeout":2,"p50_us":200,"p90_us":245,"p99_us":526,"p999_us":3321,\
+"max_us":4396,"mean_us":222.7}
+"""
+
+
+def test_parse_wrk_reads_the_summary_line_in_milliseconds() -> None:
+    result = parse_wrk(WRK_OUTPUT)
+    assert result.requests == 10220
+    assert result.duration_s == pytest.approx(1.100126)
+    assert result.rps == pytest.approx(10220 / 1.100126, abs=0.1)
+    assert (result.p50_ms, result.p90_ms, result.p99_ms) == (0.2, 0.245, 0.526)
+    assert result.p999_ms == 3.321
+    assert result.max_ms == 4.396
+
+
+def test_parse_wrk_counts_socket_errors_and_non_2xx_as_errors() -> None:
+    result = parse_wrk(WRK_OUTPUT)
+    assert result.non_2xx == 3
+    assert result.errors == 1 + 2 + 3
+
+
+def test_parse_wrk_without_a_summary_line_fails_with_the_output() -> None:
+    with pytest.raises(BenchError, match="no summary line"):
+        parse_wrk("Running 1s test @ http://x\nunable to connect\n")
+
+
+def test_wrk_rps_reads_wrks_own_line() -> None:
+    assert wrk_rps(WRK_OUTPUT) == 9289.84
+    assert wrk_rps("nothing") is None
+
+
+def test_wrk_argv_uses_one_thread_the_script_and_its_arguments() -> None:
+    argv = wrk_argv(
+        "/usr/bin/wrk",
+        "http://127.0.0.1:1",
+        connections=16,
+        duration_s=9.6,
+        script=script_path(),
+        script_args=["/v1/chat/completions", "Bearer k"],
+    )
+    assert argv[:4] == ["/usr/bin/wrk", "-t1", "-c16", "-d10s"]
+    assert argv[argv.index("-s") + 1].endswith("requests.lua")
+    assert argv[-3:] == ["--", "/v1/chat/completions", "Bearer k"]
+
+
+def test_the_lua_script_ships_with_the_package() -> None:
+    text = script_path().read_text()
+    assert "BENCH_JSON" in text
+    assert "function request()" in text
+
+
+def test_parse_stat_takes_times_after_a_command_name_with_spaces() -> None:
+    line = "4242 (python -m x) S 17 4242 4242 0 -1 4194560 1 0 0 0 150 25 7 3 20 0 1 0 5 6 7"
+    stat = parse_stat(line)
+    assert (stat.ppid, stat.utime, stat.stime, stat.cutime, stat.cstime) == (17, 150, 25, 7, 3)
+    assert stat.ticks == 185
+
+
+def test_parse_status_reads_kib_fields() -> None:
+    text = "Name:\tpython\nVmHWM:\t  81234 kB\nVmRSS:\t  70000 kB\n"
+    assert parse_status_kib(text, "VmRSS") == 70000
+    assert parse_status_kib(text, "VmHWM") == 81234
+    assert parse_status_kib(text, "VmSwap") == 0
+
+
+def test_busy_percent_of_one_core_between_two_readings() -> None:
+    before = parse_cpu_times(
+        "cpu  1 2 3 4 5 6 7 8 0 0\ncpu0 100 0 0 900 0 0 0 0 0 0\ncpu1 0 0 0 1000 0 0 0 0 0 0\n"
+    )
+    after = parse_cpu_times(
+        "cpu  1 2 3 4 5 6 7 8 0 0\ncpu0 150 0 0 950 0 0 0 0 0 0\ncpu1 90 10 0 1000 0 0 0 0 0 0\n"
+    )
+    assert busy_percent(before, after, frozenset({0})) == 50.0
+    assert busy_percent(before, after, frozenset({1})) == 100.0
+    assert busy_percent(before, before, frozenset({0})) is None
+
+
+def test_other_percent_is_busy_time_the_run_did_not_account_for() -> None:
+    before = {0: (0, 1000), 1: (0, 1000)}
+    after = {0: (500, 2000), 1: (300, 2000)}
+    # 800 busy ticks over two cores of 1000 ticks each; the run accounts for 600 of them.
+    assert other_percent(before, after, 600) == 20.0
+    assert other_percent(before, after, 900) == 0.0
+    assert other_percent(before, before, 0) is None
+
+
+def test_cpu_us_per_request_from_clock_ticks() -> None:
+    # 250 ticks of 10 ms = 2.5 s of CPU over 10,000 requests = 250 µs each.
+    assert cpu_us_per_request(250, 100, 10_000) == 250.0
+    assert cpu_us_per_request(250, 100, 0) is None
+
+
+def test_choose_cpus_gives_the_load_the_first_cpu_and_the_proxy_the_second() -> None:
+    cpus = choose_cpus([1, 0], pin=True)
+    assert cpus.load == frozenset({0})
+    assert cpus.proxy == frozenset({1})
+    assert cpus.workers is None  # two CPUs leave none for a second worker
+
+
+def test_choose_cpus_gives_workers_two_cpus_when_there_are_three() -> None:
+    assert choose_cpus([0, 1, 2, 3], pin=True).workers == frozenset({1, 2})
+
+
+def test_choose_cpus_without_pinning_or_with_one_cpu_pins_nothing() -> None:
+    for cpus in (choose_cpus([0, 1], pin=False), choose_cpus([0], pin=True)):
+        assert cpus.load is None
+        assert cpus.proxy is None
+        assert "not pinned" in cpus.note
+
+
+def test_phases_measure_cache_hits_at_the_first_latency_only() -> None:
+    phases = wrk_phases(Options(connections=(1, 16), latencies_ms=(0, 50)))
+    hits = [p for p in phases if p.target == "gateway-hit"]
+    assert [(p.latency_ms, p.connections) for p in hits] == [(0, 1), (0, 16)]
+    assert len(phases) == 2 * 2 * 3 + 2
+    assert phases[0].name == "direct 0ms c1"
+
+
+def test_stream_phases_compare_every_target_at_each_latency() -> None:
+    phases = stream_phases(Options(latencies_ms=(0, 50), stream_connections=16))
+    assert [(s.target, s.latency_ms) for s in phases] == [
+        ("direct", 0),
+        ("forwarder", 0),
+        ("gateway", 0),
+        ("direct", 50),
+        ("forwarder", 50),
+        ("gateway", 50),
+    ]
+
+
+def test_options_default_to_the_documented_full_run() -> None:
+    options = options_from([])
+    assert options.connections == (1, 16, 64)
+    assert options.latencies_ms == (0, 50)
+    assert options.duration_s == 10.0
+    assert options.redis_url.endswith("/12")
+    assert options.soak_s == 0.0
+    assert options.pin
+    assert options.workers
+
+
+def test_quick_options_are_short_with_fewer_phases() -> None:
+    options = options_from(["--quick", "--out", "/tmp/x"])
+    assert options.quick
+    assert options.duration_s == QUICK.duration_s < 10
+    assert options.connections == (16,)
+    assert options.out == "/tmp/x"
+
+
+def test_explicit_options_override_quick_ones() -> None:
+    argv = ["--quick", "--duration", "5", "--connections", "1,64", "--latencies", "50"]
+    argv += ["--soak", "120", "--no-workers", "--no-pin", "--redis-url", "redis://h:1/9"]
+    options = options_from(argv)
+    assert (options.duration_s, options.connections, options.latencies_ms) == (5, (1, 64), (50,))
+    assert options.soak_s == 120
+    assert not options.workers
+    assert not options.pin
+    assert options.redis_url == "redis://h:1/9"
+
+
+@pytest.mark.parametrize("bad", ["", "a,b", "-1", "1,,x"])
+def test_a_bad_connection_list_is_an_argument_error(bad: str) -> None:
+    with pytest.raises(SystemExit):
+        options_from(["--connections", bad])
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 50) == 50
+    assert percentile(values, 99) == 99
+    assert percentile(values, 100) == 100
+    assert percentile([], 50) is None
+
+
+def test_ttft_summary_is_in_milliseconds() -> None:
+    out = summary([0.001, 0.002, 0.003], [0.01, 0.02, 0.03], errors=1)
+    assert out["requests"] == 3
+    assert out["errors"] == 1
+    assert out["ttft_p50_ms"] == 2.0
+    assert out["total_p99_ms"] == 30.0
+
+
+def test_cpu_model_from_cpuinfo() -> None:
+    text = "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t: fpu\n"
+    assert cpu_model(text) == "Intel(R) Xeon(R) Processor"

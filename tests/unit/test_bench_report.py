@@ -1,0 +1,177 @@
+"""The benchmark's report: derived figures, target verdicts, Markdown and JSON."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import orjson
+
+from gateway.bench.render import markdown, to_json
+from gateway.bench.results import (
+    MemoryResult,
+    PhaseResult,
+    Report,
+    SoakResult,
+    StreamResult,
+    WorkersResult,
+    derive,
+    derive_streams,
+)
+from gateway.bench.targets import check_targets
+
+
+def phase(target: str, latency: int, conns: int, **fields: float | None) -> PhaseResult:
+    base = PhaseResult(
+        target=target,
+        latency_ms=latency,
+        connections=conns,
+        requests=10_000,
+        rps=1000.0,
+        p50_ms=1.0,
+        p99_ms=2.0,
+        errors=0,
+        proxy_cpu_us=None,
+        mock_cpu_us=100.0,
+        store_cpu_us=None,
+        proxy_core_pct=50.0,
+        load_core_pct=40.0,
+    )
+    return replace(base, **fields)  # type: ignore[arg-type]
+
+
+def sample_report() -> Report:
+    phases = [
+        phase("direct", 0, 16, p50_ms=1.0, p99_ms=3.0),
+        phase("forwarder", 0, 16, p50_ms=1.5, p99_ms=4.0, proxy_cpu_us=200.0, rps=4000.0),
+        phase("gateway-miss", 0, 16, p50_ms=3.0, p99_ms=8.0, proxy_cpu_us=500.0, rps=2100.0),
+        phase("gateway-hit", 0, 16, p50_ms=0.8, p99_ms=2.0, proxy_cpu_us=150.0),
+        phase("direct", 50, 16, p50_ms=51.0, p99_ms=55.0),
+        phase("forwarder", 50, 16, p50_ms=51.5, p99_ms=56.0, proxy_cpu_us=300.0),
+        phase("gateway-miss", 50, 16, p50_ms=52.5, p99_ms=60.0, proxy_cpu_us=700.0),
+    ]
+    streams = [
+        StreamResult("direct", 50, 16, 500, 0, 51.0, 55.0, None),
+        StreamResult("gateway", 50, 16, 480, 0, 52.5, 58.0, 800.0),
+    ]
+    return Report(
+        command="python -m gateway.bench --quick",
+        date="2026-11-26 00:00",
+        machine={"nproc": "2", "CPU model": "Test CPU"},
+        cpus="load on CPU 0; proxy on CPU 1",
+        options={"quick": True},
+        phases=derive(phases),
+        streams=derive_streams(streams),
+        memory=[MemoryResult("gateway", 70.0, 80.0, 85.0)],
+        notes=["a note"],
+    )
+
+
+def by_target(report: Report, target: str, latency: int) -> PhaseResult:
+    return next(p for p in report.phases if p.target == target and p.latency_ms == latency)
+
+
+def test_added_latency_is_against_direct_at_the_same_latency_and_connections() -> None:
+    report = sample_report()
+    miss = by_target(report, "gateway-miss", 50)
+    assert (miss.added_p50_ms, miss.added_p99_ms) == (1.5, 5.0)
+    assert by_target(report, "direct", 0).added_p50_ms is None
+
+
+def test_cpu_ratio_is_against_the_forwarder_of_the_same_phase() -> None:
+    report = sample_report()
+    assert by_target(report, "gateway-miss", 0).cpu_vs_forwarder == 2.5
+    assert by_target(report, "gateway-miss", 50).cpu_vs_forwarder == 2.33
+    assert by_target(report, "forwarder", 0).cpu_vs_forwarder is None
+
+
+def test_cache_hits_compare_with_direct_and_forwarder_at_zero_latency() -> None:
+    hit = by_target(sample_report(), "gateway-hit", 0)
+    assert hit.added_p50_ms == -0.2
+    assert hit.cpu_vs_forwarder == 0.75
+
+
+def test_streams_report_added_time_to_first_token() -> None:
+    gateway = next(s for s in sample_report().streams if s.target == "gateway")
+    assert (gateway.added_ttft_p50_ms, gateway.added_ttft_p99_ms) == (1.5, 3.0)
+
+
+def test_targets_met_by_good_figures() -> None:
+    verdicts = {c.name: c.verdict for c in check_targets(sample_report())}
+    assert verdicts["CPU per request, cache miss"] == "met"
+    assert verdicts["CPU per request, cache hit"] == "met"
+    assert verdicts["Added latency, 50 ms provider, c16"] == "met"
+    assert verdicts["Streaming time to first token"] == "met"
+    assert verdicts["Throughput, one worker on one core"] == "met"
+    assert verdicts["--workers 2 scaling"] == "pending"
+    assert verdicts["Memory per worker"] == "met (idle only)"
+
+
+def test_targets_not_met_by_bad_figures() -> None:
+    report = sample_report()
+    report.phases = derive(
+        [
+            replace(p, proxy_cpu_us=2000.0, rps=900.0, p50_ms=p.p50_ms + 5)
+            if p.target.startswith("gateway")
+            else p
+            for p in report.phases
+        ]
+    )
+    verdicts = {c.name: c.verdict for c in check_targets(report)}
+    assert verdicts["CPU per request, cache miss"] == "not met"
+    assert verdicts["CPU per request, cache hit"] == "not met"
+    assert verdicts["Added latency, 50 ms provider, c16"] == "not met"
+    assert verdicts["Throughput, one worker on one core"] == "not met"
+
+
+def test_workers_scaling_and_a_soak_that_grows() -> None:
+    report = sample_report()
+    report.workers = [
+        WorkersResult(1, 1000.0, 10.0, 20.0, 500.0, 0),
+        WorkersResult(2, 1900.0, 6.0, 15.0, 520.0, 0),
+    ]
+    report.workers_note = "pinned"
+    report.workers_pinned = True
+    report.soak = SoakResult(100.0, 2000.0, 0, [(0.0, 70.0), (10.0, 72.0), (100.0, 90.0)])
+    verdicts = {c.name: c.verdict for c in check_targets(report)}
+    assert verdicts["--workers 2 scaling"] == "met"
+    assert report.soak.growth_mib == 18.0
+    assert verdicts["Memory per worker"] == "not met"
+
+
+def test_workers_sharing_cores_with_the_load_are_not_judged() -> None:
+    report = sample_report()
+    report.workers = [
+        WorkersResult(1, 1000.0, 10.0, 20.0, 500.0, 0),
+        WorkersResult(2, 800.0, 12.0, 30.0, 600.0, 0),
+    ]
+    verdicts = {c.name: c.verdict for c in check_targets(report)}
+    assert verdicts["--workers 2 scaling"] == "not measurable on this machine"
+
+
+def test_nothing_measured_says_so() -> None:
+    report = Report("cmd", "date", {}, "", {})
+    assert {c.verdict for c in check_targets(report)} <= {"not measured", "pending"}
+    assert "### Targets" in markdown(report)
+
+
+def test_markdown_has_the_command_the_machine_and_every_table() -> None:
+    text = markdown(sample_report())
+    assert text.startswith("Command: `python -m gateway.bench --quick`")
+    assert "- nproc: 2" in text
+    for heading in ("### Targets", "### Requests (wrk)", "### Streaming", "### Memory"):
+        assert heading in text
+    row = next(line for line in text.splitlines() if line.startswith("| gateway-miss | 50 ms"))
+    assert "| +1.50 | +5.00 |" in row
+    assert "| 2.33 |" in row
+
+
+def test_json_holds_the_phases_the_targets_and_derived_figures() -> None:
+    report = sample_report()
+    report.soak = SoakResult(60.0, 1000.0, 0, [(0.0, 70.0), (10.0, 70.5), (60.0, 71.5)])
+    data = orjson.loads(to_json(report))
+    assert data["command"] == "python -m gateway.bench --quick"
+    assert len(data["phases"]) == 7
+    miss = next(p for p in data["phases"] if p["target"] == "gateway-miss")
+    assert miss["cpu_vs_forwarder"] == 2.5
+    assert {t["name"] for t in data["targets"]} >= {"CPU per request, cache miss"}
+    assert data["soak"]["growth_mib"] == 1.0
