@@ -53,8 +53,9 @@ NOTES = [
     "connections (cache hits: against `direct` at 0 ms).",
     "Proxy/load core %: how busy each core was; a load core near 100 % means the proxy was not "
     "the bottleneck, and its CPU µs/req is then the figure to compare.",
-    "Other CPU %: CPU that processes outside the run (another job on the machine) used during "
-    "the phase, in percent of one core; where it is high, that phase's figures are noisy.",
+    "Unattributed CPU %: busy time on all cores that no process of the run was charged for "
+    "(the kernel's loopback network work, in softirq, and any other job on the machine), in "
+    "percent of one core; hypervisor steal time is left out.",
     "The gateway writes its request log line to /dev/null. Redis cmds/req: the EVALSHA, EVAL "
     "and XADD commands the Redis instance received during the phase (commands inside Lua "
     "scripts not counted), divided by requests; a pipeline sends several in one round trip.",

@@ -76,14 +76,15 @@ def parse_status_kib(text: str, field: str) -> int:
 
 
 def parse_cpu_times(text: str) -> dict[int, tuple[int, int]]:
-    """/proc/stat per CPU: (busy ticks, total ticks); idle and iowait are not busy."""
+    """/proc/stat per CPU: (busy ticks, total ticks). Idle, iowait and steal (time the
+    hypervisor gave to another machine) are not busy."""
     out: dict[int, tuple[int, int]] = {}
     for line in text.splitlines():
         name, *values = line.split()
         if not name.startswith("cpu") or name == "cpu":
             continue
-        ticks = [int(v) for v in values[:8]]
-        idle = ticks[3] + ticks[4]
+        ticks = [int(v) for v in values[:8]]  # user nice system idle iowait irq softirq steal
+        idle = ticks[3] + ticks[4] + ticks[7]
         out[int(name[3:])] = (sum(ticks) - idle, sum(ticks))
     return out
 
@@ -104,8 +105,8 @@ def other_percent(
     after: Mapping[int, tuple[int, int]],
     accounted_ticks: int,
 ) -> float | None:
-    """CPU used by processes outside the run (another job on the machine), in percent of one
-    core: every core's busy time, less what the run's own processes used."""
+    """Busy time no process of the run accounts for, in percent of one core: the kernel's
+    network processing (softirq, not charged to any process) and any other job."""
     cpus = [c for c in after if c in before]
     busy = sum(after[c][0] - before[c][0] for c in cpus)
     total = sum(after[c][1] - before[c][1] for c in cpus)

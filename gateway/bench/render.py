@@ -62,7 +62,7 @@ def _phases(report: Report) -> list[str]:
         "Redis cmds/req",
         "Proxy core %",
         "Load core %",
-        "Other CPU %",
+        "Unattributed CPU %",
         "Errors",
     ]
     rows = [

@@ -39,7 +39,8 @@ class PhaseResult:
     proxy_core_pct: float | None
     load_core_pct: float | None
     store_commands: float | None = None
-    # CPU that processes outside the run used meanwhile (noise), in percent of one core.
+    # Busy time not charged to the run's processes (kernel network work, other jobs), in
+    # percent of one core.
     other_pct: float | None = None
     # Derived, filled by `derive`.
     added_p50_ms: float | None = None

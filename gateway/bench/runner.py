@@ -61,6 +61,8 @@ def _delta(after: dict[str, object], before: dict[str, object], name: str) -> in
 
 
 class Run:
+    """The stack, the load generator and the meters of one run; `execute` fills a report."""
+
     def __init__(self, options: Options, workdir: Path, say: Say) -> None:
         self.options = options
         self.say = say
@@ -239,6 +241,9 @@ class Run:
 
     def _workers(self, report: Report) -> None:
         """`gateway serve --workers N`, 1 then 2, when the command offers it."""
+        if not self.options.workers:
+            report.workers_note = "not run (--no-workers)"
+            return
         if not help_mentions("--workers"):
             report.workers_note = "pending: `gateway serve` has no --workers option yet"
             return

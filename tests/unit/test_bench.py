@@ -95,6 +95,11 @@ def test_parse_status_reads_kib_fields() -> None:
     assert parse_status_kib(text, "VmSwap") == 0
 
 
+def test_steal_time_is_not_busy() -> None:
+    times = parse_cpu_times("cpu0 100 0 0 800 0 0 0 100 0 0\n")
+    assert times == {0: (100, 1000)}
+
+
 def test_busy_percent_of_one_core_between_two_readings() -> None:
     before = parse_cpu_times(
         "cpu  1 2 3 4 5 6 7 8 0 0\ncpu0 100 0 0 900 0 0 0 0 0 0\ncpu1 0 0 0 1000 0 0 0 0 0 0\n"
