@@ -5,22 +5,17 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
-import socket
 import sys
 from contextlib import suppress
 
 import aiohttp
 from openai import AsyncOpenAI
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.processes import free_port
 
 
 async def test_demo_serves_the_printed_key_and_stops_on_ctrl_c() -> None:
-    port, mock_port = _free_port(), _free_port()
+    port, mock_port = free_port(), free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

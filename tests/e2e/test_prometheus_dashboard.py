@@ -6,7 +6,6 @@ import asyncio
 import json
 import math
 import re
-import socket
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -20,6 +19,7 @@ from aiohttp.test_utils import TestServer
 from gateway.app import create_app
 from gateway.config import GatewayConfig
 from tests.conftest import KEY_A, sha
+from tests.processes import free_port
 from tests.system_packages import require_binary
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,13 +49,6 @@ FEATURES: dict[str, Any] = {
         }
     ],
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture

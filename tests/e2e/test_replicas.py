@@ -24,16 +24,11 @@ from gateway.accounting import local_periods
 from gateway.store import open_store
 from gateway.store.accounting import Accounting
 from tests.conftest import PROVIDER_KEY, sha
+from tests.processes import free_port
 
 BUDGET_KEY, LIMITED_KEY = "gk-replica-budget", "gk-replica-limited"
 CHAT = {"model": "budget-model", "max_tokens": 25, "messages": [{"role": "user", "content": "x"}]}
 REPLY = {"x-mock-reply": "abcd efgh ijkl mnop qrst uvwx yzab cdef", "x-mock-latency-ms": "50"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _config(tmp: Path, store_url: str, mock_url: str, ttl_s: int = 900) -> Path:
@@ -71,7 +66,7 @@ async def _start(
 ) -> tuple[list[subprocess.Popen[bytes]], list[str]]:
     procs, urls = [], []
     for i in range(count):
-        port = _free_port()
+        port = free_port()
         command = [sys.executable, "-m", "gateway", "serve", "--config", str(config)]
         with (tmp / f"gateway-{i}.log").open("wb") as log:  # the child keeps its own copy
             procs.append(subprocess.Popen([*command, "--port", str(port)], stdout=log, stderr=log))

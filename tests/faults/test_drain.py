@@ -19,7 +19,7 @@ from gateway.mock import MockState
 from gateway.store import open_store
 from gateway.store.accounting import Accounting
 from tests.conftest import base_config, sha
-from tests.faults.processes import GatewayProcess, free_port, write_config
+from tests.processes import GatewayProcess, free_port, write_config
 
 KEY = "gk-drain-budgeted"
 WORDS = " ".join(f"w{i}" for i in range(20))

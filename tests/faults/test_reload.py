@@ -19,7 +19,7 @@ from gateway.config import load_config
 from gateway.mock import MockState
 from gateway.reload import CONFIG_SOURCE, ConfigSource
 from tests.conftest import KEY_A, base_config, sha
-from tests.faults.processes import GatewayProcess, free_port, write_config
+from tests.processes import GatewayProcess, free_port, write_config
 
 Client = TestClient[Any, Any]
 ADMIN = "admin-token-reload"

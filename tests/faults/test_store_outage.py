@@ -17,7 +17,7 @@ from gateway.accounting import local_periods
 from gateway.store import open_store
 from gateway.store.accounting import Accounting
 from tests.conftest import KEY_A, base_config, sha
-from tests.faults.processes import GatewayProcess, free_port, redis_process, write_config
+from tests.processes import GatewayProcess, free_port, redis_process, write_config
 
 Client = TestClient[Any, Any]
 BUDGETED, FREE = "gk-outage-budgeted", "gk-outage-free"

@@ -13,7 +13,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import KEY_A, base_config, sha
-from tests.faults.processes import GatewayProcess, free_port, write_config
+from tests.processes import GatewayProcess, free_port, write_config
 
 ADMIN = "admin-token-workers"
 NEW_KEY = "gk-new-for-every-worker"

@@ -16,7 +16,7 @@ from gateway.config import parse_config
 from gateway.serve import runner_for
 from gateway.sites import start_sites
 from tests.conftest import base_config
-from tests.faults.processes import free_port
+from tests.processes import free_port
 
 
 @dataclass(frozen=True)

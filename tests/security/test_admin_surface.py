@@ -10,7 +10,7 @@ import aiohttp
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import KEY_A, sha
-from tests.faults.processes import free_port
+from tests.processes import free_port
 from tests.security.serving import serve_gateway
 
 Client = TestClient[Any, Any]

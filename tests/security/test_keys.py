@@ -17,7 +17,7 @@ from gateway.config import ConfigError, load_config, parse_config
 from gateway.reload import CONFIG_SOURCE, ConfigSource
 from gateway.runtime import Runtime
 from tests.conftest import KEY_A, KEY_B, base_config, sha
-from tests.faults.processes import write_config
+from tests.processes import write_config
 
 Client = TestClient[Any, Any]
 ADMIN = "admin-token-keys"

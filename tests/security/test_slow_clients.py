@@ -13,7 +13,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import KEY_A, base_config
-from tests.faults.processes import GatewayProcess, free_port, write_config
+from tests.processes import GatewayProcess, free_port, write_config
 
 SLOW_CLIENTS = 500
 HEADER_S, KEEPALIVE_S = 1.0, 2.0

@@ -21,7 +21,7 @@ from gateway.mock.state import MOCK_STATE
 from gateway.reload import CONFIG_SOURCE, ConfigSource
 from gateway.sites import check_listen
 from tests.conftest import KEY_A, base_config, sha
-from tests.faults.processes import free_port, write_config
+from tests.processes import free_port, write_config
 
 Client = TestClient[Any, Any]
 AUTH = {"Authorization": f"Bearer {KEY_A}"}

@@ -15,7 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from gateway.cli import main
-from tests.faults.processes import free_port
+from tests.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 UID = 10001
