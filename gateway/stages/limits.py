@@ -196,19 +196,15 @@ async def _settle_after(
     if reservation.cancelled():
         return
     try:
-        period = await asyncio.shield(reservation)
+        period = await reservation
     except GatewayError:
         return
     await _settle(ctx, plan, period)
 
 
 async def _settle(ctx: RequestContext, plan: Plan, period: Period | None) -> None:
-    """Charge the actual cost (even above the reservation) and release the rest. Shielded:
-    a client that went away must not cancel the bill."""
-    await asyncio.shield(_settle_now(ctx, plan, period))
-
-
-async def _settle_now(ctx: RequestContext, plan: Plan, period: Period | None) -> None:
+    """Charge the actual cost (even above the reservation) and release the rest. Finish
+    hooks run to their end even when the client goes away (routes.settle shields them)."""
     cost, source, tokens = bill(ctx, plan)
     ctx.cost_micro, ctx.cost_source = cost, source
     reserved = (plan.amount_micro, plan.tokens) if period is not None else (0, 0)
