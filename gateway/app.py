@@ -32,6 +32,7 @@ from gateway.stages.usage import ensure_stream_usage
 from gateway.stats_export import SnapshotExporter
 from gateway.store import open_store
 from gateway.store.accounting import ACCOUNTING, Accounting, StoreUnavailable
+from gateway.store.coalesce import BACKGROUND
 from gateway.store_guard import STORE_BREAKER, StoreBreaker, guard_store
 from gateway.upstream import HTTP_SESSION, call_upstream
 
@@ -116,6 +117,7 @@ SWEEP_INTERVAL_S = 5.0
 
 async def _sweep_forever(accounting: Accounting) -> None:
     """Charge reservations left by crashed processes (every replica does it; it is idempotent)."""
+    BACKGROUND.set(True)
     while True:
         await asyncio.sleep(SWEEP_INTERVAL_S)
         with contextlib.suppress(StoreUnavailable):

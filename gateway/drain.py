@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from contextlib import contextmanager, suppress
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -37,17 +38,20 @@ class Drain:
     def __init__(self) -> None:
         self.draining = False
         self._in_flight: dict[asyncio.Task[object], web.Request] = {}
+        # Work that runs on once a request's answer is sent (its bill, cache write, log line).
+        self._finishing: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Event()
         self._hurry = False
 
     @property
     def in_flight(self) -> int:
-        return len(self._in_flight)
+        """Requests not yet ended: being answered, or settling after their answer."""
+        return len(self._in_flight) + len(self._finishing)
 
     @contextmanager
     def track(self, request: web.Request) -> Iterator[None]:
         """Around a handler: the request counts as in flight until its handler returns, which
-        is after its last byte and its settlement."""
+        is after its last byte (and then until its `finish_later` work ends)."""
         task = asyncio.current_task()
         if task is None:  # pragma: no cover - handlers always run in a task
             yield
@@ -59,6 +63,17 @@ class Drain:
             del self._in_flight[task]
             self._changed.set()
 
+    def finish_later(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` in a task of its own, which no client disconnect and no drain cut can
+        cancel; the drain waits for it before the store closes."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._finishing.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._finishing.discard(task)
+        self._changed.set()
+
     def hurry(self) -> None:
         """Stop waiting for requests in flight (a second SIGTERM)."""
         self._hurry = True
@@ -69,6 +84,9 @@ class Drain:
         try:
             async with asyncio.timeout(timeout_s):
                 while self._in_flight and not (hurriable and self._hurry):
+                    self._changed.clear()
+                    await self._changed.wait()
+                while self._finishing:  # quick, and never cut: even a hurried drain waits
                     self._changed.clear()
                     await self._changed.wait()
         except TimeoutError:

@@ -18,9 +18,11 @@ Per request, `gateway.observe.record_request` reads the finished context once.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 from gateway.config import GatewayConfig
 from gateway.runtime import Runtime
@@ -49,6 +51,7 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry, runtime: Runtime) -> None:
         self.registry = registry
+        self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], Any] = {}
         self.follow(runtime)
         self._define(registry)
         self._define_derived(registry)
@@ -293,6 +296,14 @@ class Metrics:
             key, _, route = rest.partition(":")
             return self.key(key), self.route(route)
         return OTHER, OTHER
+
+    def child(self, metric: MetricWrapperBase, *labels: str) -> Any:
+        """`metric.labels(*labels)`, looked up once per label set: every label set is bounded,
+        and `labels` validates and locks on each call, which a request should not pay for."""
+        found = self._children.get((metric, labels))
+        if found is None:
+            found = self._children[(metric, labels)] = metric.labels(*labels)
+        return found
 
     def key(self, name: str | None) -> str:
         return NONE if name is None else (name if name in self.keys else OTHER)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 
 import structlog
 from aiohttp import web
@@ -25,7 +25,7 @@ _log = structlog.get_logger("gateway.edge")
 def request_id_for(request: web.Request) -> str:
     """Keep a well-formed client-sent `x-request-id` (for tracing), else make one."""
     sent = request.headers.get("x-request-id", "")
-    return sent if _CLIENT_ID.match(sent) else uuid.uuid4().hex
+    return sent if _CLIENT_ID.match(sent) else os.urandom(16).hex()
 
 
 @web.middleware

@@ -40,40 +40,40 @@ def record_metrics(m: Metrics, ctx: RequestContext) -> None:
     provider = m.provider(ctx.provider.name if ctx.provider else None)
     model = m.model(ctx.upstream_model or ctx.model)
     cache = cache_result(ctx)
-    m.requests.labels(key, route, provider, model, status_label(ctx), cache).inc()
-    m.request_duration.labels(route, model).observe(ctx.elapsed_s())
+    m.child(m.requests, key, route, provider, model, status_label(ctx), cache).inc()
+    m.child(m.request_duration, route, model).observe(ctx.latency_s())
     if ctx.stream and ctx.ttfb_s is not None:
-        m.ttft.labels(route, model).observe(ctx.ttfb_s)
+        m.child(m.ttft, route, model).observe(ctx.ttfb_s)
     upstream_s = ctx.request.get(UPSTREAM_S)
     if upstream_s is not None:
-        m.upstream_duration.labels(provider, model).observe(upstream_s)
+        m.child(m.upstream_duration, provider, model).observe(upstream_s)
     served_from_cache = cache in ("hit", "stale")
     usage = ctx.usage
     if usage is not None and not served_from_cache:
         cached = usage.cached_input_tokens
-        m.tokens.labels(key, route, model, "input").inc(max(0, usage.input_tokens - cached))
-        m.tokens.labels(key, route, model, "cached").inc(cached)
-        m.tokens.labels(key, route, model, "output").inc(usage.output_tokens)
+        m.child(m.tokens, key, route, model, "input").inc(max(0, usage.input_tokens - cached))
+        m.child(m.tokens, key, route, model, "cached").inc(cached)
+        m.child(m.tokens, key, route, model, "output").inc(usage.output_tokens)
     if ctx.cost_micro is not None:
-        m.cost.labels(key, route, model).inc(ctx.cost_micro / MICRO)
+        m.child(m.cost, key, route, model).inc(ctx.cost_micro / MICRO)
     if ctx.cost_source == "unpriced":
-        m.unpriced.labels(model).inc()
+        m.child(m.unpriced, model).inc()
     if cache != NONE:
         _record_cache(m, ctx, key, route, cache)
     reason = rejection_reason(ctx)
     if reason is not None:
-        m.rejections.labels(key, route, reason).inc()
+        m.child(m.rejections, key, route, reason).inc()
     for kind in dict.fromkeys(ctx.anomalies):
-        m.anomalies.labels(route, model, kind if kind in ANOMALIES else OTHER).inc()
+        m.child(m.anomalies, route, model, kind if kind in ANOMALIES else OTHER).inc()
 
 
 def _record_cache(m: Metrics, ctx: RequestContext, key: str, route: str, result: str) -> None:
-    m.cache_lookups.labels(route, result).inc()
+    m.child(m.cache_lookups, route, result).inc()
     if result in ("hit", "stale"):
-        m.cache_saved_usd.labels(key, route).inc(ctx.saved_micro / MICRO)
+        m.child(m.cache_saved_usd, key, route).inc(ctx.saved_micro / MICRO)
         usage = ctx.usage
         if usage is not None:
-            m.cache_saved_tokens.labels(route).inc(usage.input_tokens + usage.output_tokens)
+            m.child(m.cache_saved_tokens, route).inc(usage.input_tokens + usage.output_tokens)
 
 
 def cache_result(ctx: RequestContext) -> str:

@@ -25,7 +25,9 @@ def compose(stages: Sequence[Stage]) -> Next:
 
 
 def _bind(stage: Stage, call_next: Next) -> Next:
-    async def run(ctx: RequestContext) -> web.StreamResponse:
-        return await stage(ctx, call_next)
+    # A plain function handing back the stage's coroutine: one coroutine per stage and
+    # request, not two.
+    def run(ctx: RequestContext) -> Awaitable[web.StreamResponse]:
+        return stage(ctx, call_next)
 
     return run

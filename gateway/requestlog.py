@@ -6,6 +6,7 @@ import asyncio
 import os
 import time
 from collections.abc import Mapping
+from importlib import resources
 from typing import Any
 
 import orjson
@@ -15,18 +16,26 @@ from redis.exceptions import RedisError
 
 from gateway.metrics import Metrics
 from gateway.store import Store
+from gateway.store.coalesce import BACKGROUND
 
 STREAM_KEY = "llmgw:requests"
 DEFAULT_SIZE = 1000
 SIZE_ENV = "GATEWAY_REQUEST_LOG_SIZE"
 # A write never delays a response: it runs after it, and gives up after this long.
 WRITE_TIMEOUT_S = 0.25
-# Writes waiting on a slow store beyond this many are dropped (and counted), not queued.
+# Entries are sent this long after the first of them, or at once when this many wait.
+FLUSH_S = 0.05
+FLUSH_ENTRIES = 100
+# Entries waiting on a slow store beyond this many are dropped (and counted), not queued.
 MAX_PENDING = 200
 _MAX_TEXT = 200  # client-chosen strings (model, path) are cut to this many characters
 _STATUS_CLASSES = frozenset({"1xx", "2xx", "3xx", "4xx", "5xx"})
 
 _log = structlog.get_logger("gateway.requestlog")
+# Appends entries (ARGV[3..]) to the stream, capped near (ARGV[2] == "1") or at ARGV[1].
+_APPEND = (
+    resources.files("gateway.store").joinpath("lua", "log_append.lua").read_text(encoding="utf-8")
+)
 
 
 class RequestLogUnavailable(Exception):
@@ -58,36 +67,59 @@ def valid_status_filter(wanted: str) -> bool:
 
 
 class RequestLog:
-    """Writes are fire-and-forget (bounded in time and number); reads serve the admin API."""
+    """Writes are fire-and-forget (bounded in time and number); reads serve the admin API.
+
+    Entries go to the store together, in one script call, FLUSH_S after the first of them
+    (or at once when FLUSH_ENTRIES wait): a request pays for an entry, not for a command.
+    """
 
     def __init__(self, store: Store, metrics: Metrics, size: int, exact_trim: bool) -> None:
         self.size = size
         self._store = store
         self._metrics = metrics
+        self._append = store.register_script(_APPEND)
         # Redis trims `MAXLEN ~` by whole nodes (cheap); the embedded store only trims exactly.
-        self._approximate = not exact_trim
+        self._approximate = "0" if exact_trim else "1"
+        self._batch: list[bytes] = []  # entries not yet sent
+        self._timer: asyncio.TimerHandle | None = None  # sends them
+        self._in_flight = 0  # entries sent and not yet answered
         self._pending: set[asyncio.Task[None]] = set()
 
     def write(self, fields: dict[str, Any]) -> None:
         """Queue one entry; returns at once. SECURITY: `fields` hold names, never secrets."""
-        if len(self._pending) >= MAX_PENDING:
-            self._metrics.request_log_dropped.inc()
+        if not self._batch:
+            self._timer = asyncio.get_running_loop().call_later(FLUSH_S, self._flush)
+        self._batch.append(orjson.dumps({"time": round(time.time(), 3), **_cut(fields)}))
+        if len(self._batch) >= FLUSH_ENTRIES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        batch, self._batch = self._batch, []
+        room = max(0, MAX_PENDING - self._in_flight)
+        if len(batch) > room:  # the store is slow: drop what does not fit, and count it
+            self._metrics.request_log_dropped.inc(len(batch) - room)
+            batch = batch[:room]
+        if not batch:
             return
-        entry = orjson.dumps({"time": round(time.time(), 3), **_cut(fields)})
-        task = asyncio.get_running_loop().create_task(self._write(entry))
+        self._in_flight += len(batch)
+        task = asyncio.get_running_loop().create_task(self._write(batch))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def _write(self, entry: bytes) -> None:
+    async def _write(self, batch: list[bytes]) -> None:
+        BACKGROUND.set(True)  # nobody waits on it: it may travel with the next batch
         try:
             async with asyncio.timeout(WRITE_TIMEOUT_S):
-                await self._store.xadd(
-                    STREAM_KEY, {"j": entry}, maxlen=self.size, approximate=self._approximate
-                )
+                await self._append(keys=[STREAM_KEY], args=[self.size, self._approximate, *batch])
         except (TimeoutError, RedisError, OSError) as exc:
             self._metrics.redis_error("request_log")
-            self._metrics.request_log_dropped.inc()
+            self._metrics.request_log_dropped.inc(len(batch))
             _log.debug("request_log_write_failed", error=type(exc).__name__)
+        finally:
+            self._in_flight -= len(batch)
 
     async def recent(
         self, limit: int, key: str | None = None, status: str | None = None
@@ -117,6 +149,8 @@ class RequestLog:
 
     async def aclose(self, wait_s: float = 1.0) -> None:
         """Let queued writes finish briefly, then cancel what is left."""
+        if self._batch:
+            self._flush()
         pending = list(self._pending)
         if not pending:
             return

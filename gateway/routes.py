@@ -8,7 +8,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from gateway.context import RequestContext
+from gateway.context import FinishHook, RequestContext
 from gateway.dialects import dialect_for
 from gateway.drain import CUT, DRAIN, shutdown_answer
 from gateway.errors import GatewayError
@@ -20,6 +20,7 @@ from gateway.pipeline import Next
 from gateway.resilience import RESILIENCE, readiness_detail
 from gateway.runtime import Runtime
 from gateway.store import COMMAND_TIMEOUT_S, Store
+from gateway.store.coalesce import BACKGROUND
 from gateway.store_guard import STORE_BREAKER, StoreCircuitOpen
 
 _log = structlog.get_logger("gateway.routes")
@@ -38,10 +39,27 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     request[CONTEXT] = ctx
     request.app[METRICS].in_flight.inc()
     try:
-        return await _answer(ctx)
+        response = await _answer(ctx)
+        if not response.prepared:
+            await _send(ctx, response)
+        return response
     finally:
+        ctx.done_s = ctx.elapsed_s()
         request.app[METRICS].in_flight.dec()
-        await settle(ctx)
+        # The bill, the cache write and the log line run on after the handler returns, so that
+        # neither this answer nor the next request on the connection waits for them; nothing
+        # (a client gone, a drain's cut) cancels them, and the drain waits for them.
+        request.app[DRAIN].finish_later(finish(ctx))
+
+
+async def _send(ctx: RequestContext, response: web.StreamResponse) -> None:
+    """Send a whole answer now (aiohttp would send a returned response only once the handler
+    ends), so that it is on its way before anything else this request does."""
+    try:
+        await response.prepare(ctx.request)
+        await response.write_eof()
+    except ConnectionResetError:
+        ctx.outcome = "client_disconnected"
 
 
 async def _answer(ctx: RequestContext) -> web.StreamResponse:
@@ -63,34 +81,26 @@ async def _answer(ctx: RequestContext) -> web.StreamResponse:
     return response
 
 
-async def settle(ctx: RequestContext) -> None:
-    """`finish`, run to its end even when the handler is cancelled meanwhile: a request is
-    always billed and logged. A client that left is cancelled again afterwards; a drain's cut
-    is not, so that the answer already decided still goes out."""
-    task = asyncio.ensure_future(finish(ctx))
-    cancelled = False
-    while not task.done():
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            cancelled = True
-    if not cancelled:
-        return
-    current = asyncio.current_task()
-    if ctx.request.get(CUT) and current is not None:
-        current.uncancel()
-        return
-    raise asyncio.CancelledError
-
-
 async def finish(ctx: RequestContext) -> None:
-    """Run the context's finish hooks, then write the request's one log line and metrics."""
-    for hook in ctx.on_finish:
-        try:
-            await hook(ctx)
-        except Exception:  # the answer is already decided; a failing hook must not change it
-            _log.exception("finish_hook_failed", request_id=ctx.request_id)
-    record_request(ctx, log_request(ctx))
+    """Run the context's finish hooks, then write the request's one log line and metrics.
+    Every request ends here exactly once, in a task of its own (Drain.finish_later)."""
+    BACKGROUND.set(True)  # this task's store commands travel with other requests' batches
+    hooks = ctx.on_finish
+    if len(hooks) == 1:
+        await _run_hook(hooks[0], ctx)
+    elif hooks:  # independent (the bill, the cache write): together, in one store round trip
+        await asyncio.gather(*(_run_hook(hook, ctx) for hook in hooks))
+    try:
+        record_request(ctx, log_request(ctx))
+    except Exception:  # nobody awaits this task: its failure is logged, never lost
+        _log.exception("request_record_failed", request_id=ctx.request_id)
+
+
+async def _run_hook(hook: FinishHook, ctx: RequestContext) -> None:
+    try:
+        await hook(ctx)
+    except Exception:  # the answer is already decided; a failing hook must not change it
+        _log.exception("finish_hook_failed", request_id=ctx.request_id)
 
 
 async def healthz(request: web.Request) -> web.Response:

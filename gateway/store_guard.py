@@ -24,8 +24,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
 from gateway.store import COMMAND_TIMEOUT_S, Store
+from gateway.store.coalesce import bounded
 
-# One command, however the client retries inside, never takes longer than this.
+# One command, however the client retries inside, never takes longer than this (a coalesced
+# client's round trips are bounded by the command timeout already).
 HARD_TIMEOUT_S = COMMAND_TIMEOUT_S * 2
 # A command its caller gave up on after this long was slow: it counts as a failure.
 SLOW_S = COMMAND_TIMEOUT_S / 2
@@ -113,6 +115,9 @@ def guard_store(store: Store, breaker: StoreBreaker, *, limit_retries: bool = Tr
     if limit_retries:
         store.set_retry(Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)))
     send: Callable[..., Awaitable[Any]] = store.execute_command
+    # A coalesced client bounds every round trip itself: a second timer per command would
+    # only cost time.
+    timed = not bounded(store)
 
     async def guarded(*args: Any, **options: Any) -> Any:
         if not breaker.allow():
@@ -121,7 +126,10 @@ def guard_store(store: Store, breaker: StoreBreaker, *, limit_retries: bool = Tr
             )
         started = time.monotonic()
         try:
-            async with asyncio.timeout(HARD_TIMEOUT_S):
+            if timed:
+                async with asyncio.timeout(HARD_TIMEOUT_S):
+                    result = await send(*args, **options)
+            else:
                 result = await send(*args, **options)
         except ResponseError:
             breaker.succeeded()  # the store answered; the command itself was refused

@@ -43,7 +43,7 @@ class Entry:
         meta = {
             "v": ENTRY_VERSION,
             "kind": self.kind,
-            "usage": dataclasses.asdict(self.usage) if self.usage is not None else None,
+            "usage": self.usage,  # orjson writes a dataclass as its fields
             "stored": self.stored_at_ms,
         }
         return b"%d\n" % self.expires_at_ms + orjson.dumps(meta) + b"\n" + self.body

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from gateway.cache.entries import Entry
 from gateway.cache.singleflight import Flights
 from gateway.cache.stats import CacheStats, CacheStatsSnapshot
 from gateway.cache.storage import CacheStore, Scripts, StoreHealth
@@ -19,6 +20,9 @@ class CacheState:
     stats: CacheStats = field(default_factory=CacheStats)
     flights: Flights = field(default_factory=Flights)
     health: StoreHealth = field(default_factory=StoreHealth)
+    # This process's answers on their way to the store (written once each answer is sent),
+    # served from here meanwhile: a request right behind its twin is a hit, not a miss.
+    writing: dict[str, Entry] = field(default_factory=dict)
 
     def store(self, app: web.Application) -> CacheStore:
         """A store over the app's current Redis client."""

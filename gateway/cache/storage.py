@@ -20,11 +20,9 @@ from redis.exceptions import NoScriptError, RedisError
 
 from gateway.cache.entries import Entry, now_ms
 from gateway.cache.stats import CacheStats
-from gateway.store import COMMAND_TIMEOUT_S, Store
+from gateway.store import Store
 
 KEY_PREFIX = "gw:cache:"
-# A whole cache operation (retries inside the client included) never takes longer than this.
-OPERATION_TIMEOUT_S = COMMAND_TIMEOUT_S
 # Counting entries walks the keyspace (SCAN): an admin view may wait longer than a request.
 COUNT_TIMEOUT_S = 5.0
 # After a failure the cache leaves Redis alone this long, so a Redis that hangs costs one
@@ -158,11 +156,15 @@ class CacheStore:
             return None
 
     async def _call(
-        self, operation: Callable[[], Awaitable[T]], timeout_s: float = OPERATION_TIMEOUT_S
+        self, operation: Callable[[], Awaitable[T]], timeout_s: float | None = None
     ) -> T:
+        """`timeout_s` bounds an operation of many commands; every single command is bounded
+        by the store client already (its command timeout, or the store guard's)."""
         if not self.health.usable():
             raise CacheUnavailable
         try:
+            if timeout_s is None:
+                return await operation()
             async with asyncio.timeout(timeout_s):
                 return await operation()
         except (RedisError, OSError, TimeoutError) as exc:

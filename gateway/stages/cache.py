@@ -3,13 +3,14 @@
 Acts after routing (it needs the route's cache policy, the provider and the upstream body)
 and before the upstream call; a route without an enabled `cache` section passes straight on.
 A hit, or an answer shared by single-flight, is served without calling the next stage. The
-answer of a miss is stored when the next stage returns: by then a buffered body is read and
-a stream has been relayed to its end, and waiting followers need the entry at once.
+answer of a miss is collected when the next stage returns (by then a buffered body is read
+and a stream has been relayed to its end), handed at once to this process's waiting
+followers, and written to the store once the answer is sent.
 """
 
 from __future__ import annotations
 
-import uuid
+import os
 from dataclasses import dataclass
 
 import orjson
@@ -51,7 +52,9 @@ async def cache_responses(ctx: RequestContext, call_next: Next) -> web.StreamRes
         if plan.kind is None or not plan.write:
             mark(ctx, "BYPASS")
             return await call_next(ctx)
-        job = _Job(ctx, plan.kind, plan, config, _key(ctx, config), state.store(request.app))
+        job = _Job(
+            ctx, plan.kind, plan, config, _key(ctx, config), state.store(request.app), state.writing
+        )
         if not plan.read:  # Cache-Control: no-cache: a fresh answer, which refreshes the entry
             mark(ctx, "BYPASS")
             return (await job.fill(call_next))[0]
@@ -81,12 +84,16 @@ def _key(ctx: RequestContext, config: CacheConfig) -> str:
 
 async def _read_through(job: _Job, state: CacheState, call_next: Next) -> web.StreamResponse:
     """Lead the key's flight (one Redis round trip, then upstream), or follow the leader."""
+    writing = state.writing.get(job.key)
+    if writing is not None and writing.is_fresh(now_ms()):
+        await passed(job.ctx)
+        return job.serve(writing, "HIT")
     flight, leads = state.flights.join(job.key)
     if not leads:
         await passed(job.ctx)  # a refused request waits for no leader
         return await _follow(job, flight, call_next)
     shared: Entry | None = None
-    token = uuid.uuid4().hex
+    token = os.urandom(16).hex()
     try:
         # In the same round trip as the reservation, whose verdict comes before any answer.
         found = await job.store.lookup(job.key, token, LOCK_TTL_S)
@@ -128,6 +135,7 @@ class _Job:
     config: CacheConfig
     key: str
     store: CacheStore
+    writing: dict[str, Entry]  # CacheState.writing
 
     def serve(self, entry: Entry, status: str) -> web.Response:
         """A stored answer, in the form the client asked for (stream or not)."""
@@ -174,9 +182,21 @@ class _Job:
             self.store.stats.not_stored += 1
             return response, None
         ttl_ms = int((self.plan.ttl_s + self.plan.stale_s) * 1000)
-        if await self.store.put(self.key, entry, ttl_ms, token):
-            self.store.stats.stores += 1
+        # Stored once the answer is sent (a finish hook): the client does not wait for the
+        # write. Meanwhile this process serves the entry from memory (its followers, and any
+        # request right behind); other replicas wait on the key's lock, which the write
+        # releases.
+        self.writing[self.key] = entry
+        ctx.on_finish.append(lambda _: self._put(entry, ttl_ms, token))
         return response, entry
+
+    async def _put(self, entry: Entry, ttl_ms: int, token: str) -> None:
+        try:
+            if await self.store.put(self.key, entry, ttl_ms, token):
+                self.store.stats.stores += 1
+        finally:
+            if self.writing.get(self.key) is entry:
+                del self.writing[self.key]
 
     def _capture(self) -> None:
         """Keep a streamed answer's raw chunks, for assembly once it is complete."""

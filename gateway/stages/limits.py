@@ -204,7 +204,7 @@ async def _settle_after(
 
 async def _settle(ctx: RequestContext, plan: Plan, period: Period | None) -> None:
     """Charge the actual cost (even above the reservation) and release the rest. Finish
-    hooks run to their end even when the client goes away (routes.settle shields them)."""
+    hooks run to their end even when the client goes away (they run in a task of their own)."""
     cost, source, tokens = bill(ctx, plan)
     ctx.cost_micro, ctx.cost_source = cost, source
     reserved = (plan.amount_micro, plan.tokens) if period is not None else (0, 0)

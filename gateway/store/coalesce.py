@@ -4,13 +4,15 @@ Under load many requests want the store at the same moment (a reservation here, 
 a cache read there). Sent one by one, each costs a write, a read and the client's per-command
 work; coalesced, one round trip carries them all. Each caller still awaits its own reply, in
 the order it asked, with its own error: nothing is deferred past the current loop turn, so
-what a request observes is unchanged.
+what a request observes is unchanged. Commands sent after a request's answer (see BACKGROUND)
+wait a few milliseconds for company instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any
 
 from redis.asyncio import Redis
@@ -50,14 +52,20 @@ _ALONE = frozenset(
 )
 
 # hiredis (optional: redis-py uses it to parse replies when it is installed) packs commands
-# in C, several times faster; only for the plain types it encodes exactly as redis-py does.
+# in C, several times faster. It packs bytes, str (UTF-8), int and float exactly as redis-py
+# does, and refuses every other type, which then goes through redis-py's encoder.
 _hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
 try:
     from hiredis import pack_command as _hiredis_pack
 except ImportError:  # pragma: no cover - without hiredis, the pure-Python packer below
     _hiredis_pack = None
-_PLAIN = frozenset({bytes, str, int})
 _UTF8 = ("utf-8", "strict")
+
+# Work done after a request's answer was sent (its bill, its cache write, the request log)
+# sets this in its own task: its commands wait, up to BACKGROUND_DELAY_S, to travel with the
+# next batch of commands a request is waiting on, rather than cost a round trip of their own.
+BACKGROUND: ContextVar[bool] = ContextVar("store_background", default=False)
+BACKGROUND_DELAY_S = 0.005
 
 Send = Callable[..., Awaitable[Any]]
 _Queued = tuple[tuple[Any, ...], dict[str, Any], "asyncio.Future[Any]"]
@@ -71,17 +79,34 @@ def _name(command: Any) -> bytes:
 class Coalescer:
     """Stands in for one client's `execute_command`."""
 
-    __slots__ = ("_client", "_loop", "_queue", "_send", "_tasks", "_timeout_s")
+    __slots__ = (
+        "_client",
+        "_idle",
+        "_later",
+        "_loop",
+        "_queue",
+        "_send",
+        "_tasks",
+        "_timeout_s",
+        "_waiting",
+    )
 
     def __init__(self, client: Redis, timeout_s: float) -> None:
         self._client = client
         self._timeout_s = timeout_s
         self._send: Send = client.execute_command
-        self._queue: list[_Queued] = []
+        self._queue: list[_Queued] = []  # sent at the end of this turn
+        self._waiting: list[_Queued] = []  # background commands: sent with the next batch
         # The loop a flush is scheduled on (None: none is), so that a client carried over to
         # a new event loop never waits on a flush its old loop will not run.
         self._loop: asyncio.AbstractEventLoop | None = None
+        # The timer that sends background commands no other batch took along, and its loop.
+        self._later: tuple[asyncio.TimerHandle, asyncio.AbstractEventLoop] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # Connections kept between round trips. Taking one from the pool costs more than the
+        # round trip itself (a lock, a check for unread data, bookkeeping); a connection
+        # here is clean, as every failed exchange disconnects and returns its own.
+        self._idle: list[Any] = []
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         if not args or _name(args[0]) in _ALONE:
@@ -89,16 +114,26 @@ class Coalescer:
                 return await self._send(*args, **options)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._queue.append((args, options, future))
-        if self._loop is not loop:
-            self._loop = loop
-            loop.call_soon(self._flush)
+        if BACKGROUND.get():
+            self._waiting.append((args, options, future))
+            if self._loop is not loop and (self._later is None or self._later[1] is not loop):
+                self._later = (loop.call_later(BACKGROUND_DELAY_S, self._flush), loop)
+        else:
+            self._queue.append((args, options, future))
+            if self._loop is not loop:
+                self._loop = loop
+                loop.call_soon(self._flush)
         return await future
 
     def _flush(self) -> None:
-        """At the end of the turn: send what was queued during it."""
+        """At the end of the turn: send what was queued during it, and the background
+        commands waiting (or, from the timer, those alone)."""
         self._loop = None
-        queued, self._queue = self._queue, []
+        if self._later is not None:
+            self._later[0].cancel()
+            self._later = None
+        queued = self._waiting + self._queue
+        self._waiting, self._queue = [], []
         live = [item for item in queued if not item[2].done()]  # callers already gone
         if not live:
             return
@@ -130,22 +165,22 @@ class Coalescer:
                 future.set_result(result)
 
     async def _pipeline(self, batch: list[_Queued]) -> list[Any]:
-        """One write, then each reply in order, on one pooled connection: what redis-py's
-        pipeline does, without its per-command bookkeeping (which cost more than Redis did)."""
+        """One write, then each reply in order, on one connection: what redis-py's pipeline
+        does, without its per-command bookkeeping (which cost more than Redis did)."""
         pool = self._client.connection_pool
-        conn = await pool.get_connection()  # type: ignore[no-untyped-call]  # redis-py: untyped
+        conn = self._idle.pop() if self._idle else await pool.get_connection()  # type: ignore[no-untyped-call]  # redis-py: untyped
         try:
             # As redis-py does: a connection error is retried (once, by the client's policy)
             # on a fresh connection.
             results: list[Any] = await conn.retry.call_with_retry(
                 lambda: self._exchange(conn, batch), lambda _: conn.disconnect()
             )
-            return results
         except BaseException:
             await conn.disconnect()  # a reply may still be on its way: never reuse it
-            raise
-        finally:
             await pool.release(conn)
+            raise
+        self._idle.append(conn)
+        return results
 
     async def _exchange(self, conn: Any, batch: list[_Queued]) -> list[Any]:
         encoder = conn.encoder
@@ -170,9 +205,12 @@ def pack(commands: list[tuple[Any, ...]], encoder: Any) -> bytes:
             isinstance(first, bytes) and b" " in first
         ):
             command = (*first.split(), *rest)
-        if fast and all(type(arg) in _PLAIN for arg in command):
-            out.append(_hiredis_pack(command))  # type: ignore[misc]  # fast: it is there
-            continue
+        if fast:
+            try:
+                out.append(_hiredis_pack(command))  # type: ignore[misc]  # fast: it is there
+                continue
+            except TypeError:  # a type it does not pack (memoryview, bool): as redis-py does
+                pass
         out.append(b"*%d\r\n" % len(command))
         for arg in command:
             if isinstance(arg, bytes):
@@ -185,6 +223,12 @@ def pack(commands: list[tuple[Any, ...]], encoder: Any) -> bytes:
                 value = encoder.encode(arg)
             out.append(b"$%d\r\n%s\r\n" % (len(value), value))
     return b"".join(out)
+
+
+def bounded(client: Any) -> bool:
+    """Whether every command of `client` is already bounded in time (a coalesced client bounds
+    each round trip), so that a caller needs no timer of its own."""
+    return isinstance(getattr(client.execute_command, "__self__", None), Coalescer)
 
 
 def _copy(exc: Exception) -> Exception:

@@ -47,6 +47,17 @@ async def _until(check: Any, timeout_s: float = 20.0) -> None:
     raise AssertionError("condition not reached")
 
 
+async def _metrics_reach(url: str, total: float, timeout_s: float = 10.0) -> bool:
+    """Whether the summed request counter reaches `total` within `timeout_s`."""
+    async with aiohttp.ClientSession() as session:
+        for _ in range(int(timeout_s / 0.05)):
+            async with session.get(f"{url}/metrics") as m:
+                if _requests_total(await m.text()) == total:
+                    return True
+            await asyncio.sleep(0.05)
+    return False
+
+
 def _requests_total(text: str) -> float:
     return sum(
         s.value
@@ -68,8 +79,8 @@ async def test_two_workers_share_the_port_sum_metrics_survive_a_kill_and_reload_
         await _until(lambda: len(set(_worker_pids(gateway))) == 2)
         statuses = await asyncio.gather(*(_post_fresh(gateway.url, KEY_A) for _ in range(20)))
         assert statuses == [200] * 20
-        async with aiohttp.ClientSession() as session, session.get(f"{gateway.url}/metrics") as m:
-            assert _requests_total(await m.text()) == 20
+        # Counted once each answer is sent, so a moment after the client has it.
+        assert await _metrics_reach(gateway.url, 20)
 
         first, _ = _worker_pids(gateway)
         os.kill(first, signal.SIGKILL)

@@ -10,6 +10,7 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 
+from gateway.drain import DRAIN
 from gateway.requestlog import STREAM_KEY
 from gateway.routes import STORE
 from tests.conftest import KEY_A, KEY_B, PROVIDER_KEY, sha
@@ -27,9 +28,12 @@ async def admin_gateway(make_gateway: MakeGateway, store_url: str) -> Client:
 
 
 async def send(client: Client, key: str, **headers: str) -> int:
+    """One request, to its end: entries are listed in the order requests ended, which for
+    requests sent one after another is the order they were sent only once each has ended."""
     auth = {"Authorization": f"Bearer {key}", **headers}
     resp = await client.post("/v1/chat/completions", json=CHAT, headers=auth)
     await resp.read()
+    assert await client.app[DRAIN].wait_idle(5)
     return resp.status
 
 

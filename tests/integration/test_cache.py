@@ -14,6 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.cache.state import cache_entry_count, cache_stats
+from gateway.drain import DRAIN
 from gateway.mock import MockState
 from gateway.routes import STORE
 from gateway.sse import SSEParser
@@ -87,13 +88,16 @@ async def post(
     headers: dict[str, str] | None = None,
     path: str = "/v1/chat/completions",
 ) -> tuple[Any, bytes]:
-    """POST and read the whole answer; returns (response, body)."""
+    """POST and read the whole answer, then wait for the request to end (its answer is
+    written to the store once sent); returns (response, body)."""
     if isinstance(body, bytes):
         hdrs = {**(headers or A), "Content-Type": "application/json"}
         resp = await gateway.post(path, data=body, headers=hdrs)
     else:
         resp = await gateway.post(path, json=body, headers=headers or A)
-    return resp, await resp.read()
+    answer = await resp.read()
+    assert await gateway.server.app[DRAIN].wait_idle(5)
+    return resp, answer
 
 
 def sse_json(raw: bytes) -> list[Any]:
@@ -417,6 +421,7 @@ async def test_hit_costs_one_redis_round_trip_and_miss_two(
     (other stages' own commands, such as the request log, are not the cache's)."""
     store = gateway.server.app[STORE]
     await post(gateway, chat("warm up"))  # first use loads the scripts
+    assert await gateway.server.app[DRAIN].wait_idle(5)
     commands: list[str] = []
     original = store.execute_command
 
@@ -427,8 +432,11 @@ async def test_hit_costs_one_redis_round_trip_and_miss_two(
 
     monkeypatch.setattr(store, "execute_command", counting)
     miss, _ = await post(gateway, chat())
+    # The answer is stored once it is sent: wait for the request to end.
+    assert await gateway.server.app[DRAIN].wait_idle(5)
     miss_commands, commands[:] = list(commands), []
     hit, _ = await post(gateway, chat())
+    assert await gateway.server.app[DRAIN].wait_idle(5)
     assert (miss.headers["x-gateway-cache"], hit.headers["x-gateway-cache"]) == ("MISS", "HIT")
     assert commands == ["EVALSHA"]
     assert miss_commands == ["EVALSHA", "EVALSHA"]  # lookup (+ lock), store (+ unlock)

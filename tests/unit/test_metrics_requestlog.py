@@ -7,11 +7,14 @@ import time
 from typing import Any
 
 import pytest
+from fakeredis import FakeAsyncRedis
 from prometheus_client import CollectorRegistry
 
 from gateway.config import parse_config
 from gateway.metrics import Metrics
 from gateway.requestlog import (
+    FLUSH_ENTRIES,
+    FLUSH_S,
     MAX_PENDING,
     WRITE_TIMEOUT_S,
     RequestLog,
@@ -22,15 +25,19 @@ from gateway.runtime import Runtime
 from tests.conftest import base_config
 
 
-class SlowStore:
-    """A store whose every write takes longer than the log waits."""
+class SlowStore(FakeAsyncRedis):  # type: ignore[misc]  # fakeredis is untyped
+    """A store whose every request-log write takes longer than the log waits; it counts the
+    writes (script calls) and the entries they carry."""
 
     def __init__(self) -> None:
-        self.started = 0
+        super().__init__()
+        self.writes: list[int] = []
 
-    async def xadd(self, *args: Any, **kwargs: Any) -> None:
-        self.started += 1
-        await asyncio.sleep(10)
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        if args[0] in ("EVALSHA", "EVAL"):
+            self.writes.append(len(args) - 6)  # command, sha, numkeys, key, size, trim; entries
+            await asyncio.sleep(10)
+        return await super().execute_command(*args, **options)
 
 
 @pytest.fixture
@@ -46,24 +53,52 @@ def dropped(metrics: Metrics) -> float:
 async def test_write_returns_at_once_and_a_slow_store_write_is_abandoned_and_counted(
     metrics: Metrics,
 ) -> None:
-    log = RequestLog(SlowStore(), metrics, 1000, exact_trim=False)  # type: ignore[arg-type]  # a fake store
+    log = RequestLog(SlowStore(), metrics, 1000, exact_trim=False)
     began = time.perf_counter()
     log.write({"request_id": "r1", "status": 200})
     assert time.perf_counter() - began < 0.01
-    await asyncio.sleep(WRITE_TIMEOUT_S + 0.1)
+    await asyncio.sleep(FLUSH_S + WRITE_TIMEOUT_S + 0.1)
     assert dropped(metrics) == 1
     errors = {"operation": "request_log"}
     assert metrics.registry.get_sample_value("llm_gateway_redis_errors_total", errors) == 1
 
 
+async def test_one_turns_entries_are_one_store_command(metrics: Metrics) -> None:
+    store = FakeAsyncRedis()
+    log = RequestLog(store, metrics, 1000, exact_trim=True)
+    log.write({"request_id": "r0", "status": 200})  # the first write loads the script
+    await log.aclose(wait_s=1)
+    sent: list[tuple[Any, ...]] = []
+    original = store.execute_command
+
+    async def counting(*args: Any, **options: Any) -> Any:
+        sent.append(args)
+        return await original(*args, **options)
+
+    store.execute_command = counting
+    for i in range(1, 4):
+        log.write({"request_id": f"r{i}", "status": 200})
+    await log.aclose(wait_s=1)
+    assert [args[0] for args in sent] == ["EVALSHA"]
+    rows = await log.recent(10)
+    assert [row["request_id"] for row in rows] == ["r3", "r2", "r1", "r0"]  # newest first
+
+
 async def test_writes_past_the_pending_limit_are_dropped_not_queued(metrics: Metrics) -> None:
     store = SlowStore()
-    log = RequestLog(store, metrics, 1000, exact_trim=False)  # type: ignore[arg-type]  # a fake store
+    log = RequestLog(store, metrics, 1000, exact_trim=False)
     for i in range(MAX_PENDING + 5):
         log.write({"request_id": str(i)})
-    await asyncio.sleep(0)
-    assert store.started == MAX_PENDING
+    await asyncio.sleep(0.01)
+    # Sent as soon as FLUSH_ENTRIES wait; the rest when FLUSH_S has passed.
+    assert sum(store.writes) == MAX_PENDING
+    assert max(store.writes) == FLUSH_ENTRIES
+    await asyncio.sleep(FLUSH_S + 0.05)
+    assert sum(store.writes) == MAX_PENDING  # the store has not answered: no room
     assert dropped(metrics) == 5
+    log.write({"request_id": "late"})
+    await asyncio.sleep(FLUSH_S + 0.05)
+    assert dropped(metrics) == 6
     await log.aclose(wait_s=0.01)
 
 
