@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from gateway.admin import add_admin_routes
 from gateway.cache.state import cache_state
 from gateway.config import GatewayConfig
-from gateway.drain import DRAIN, Drain
+from gateway.drain import CUT_GRACE_S, DRAIN, Drain
 from gateway.exposition import EXPORTER, metrics_endpoint, observability
 from gateway.metrics import METRICS, Metrics
 from gateway.middleware import edge_middleware, stamp_headers
@@ -72,10 +72,15 @@ def create_app(
     app.cleanup_ctx.append(cache_state)  # after the store: the cache uses it
     app.cleanup_ctx.append(observability)  # after the store: the request log uses it
     app.on_response_prepare.append(stamp_headers)
+    app.on_shutdown.append(_finish_requests)  # before the cleanup closes the store
     add_routes(app)
     add_admin_routes(app)
     app.router.add_get("/metrics", metrics_endpoint)
     return app
+
+
+async def _finish_requests(app: web.Application) -> None:
+    await app[DRAIN].finish_pending(CUT_GRACE_S)
 
 
 async def _http_session(app: web.Application) -> AsyncIterator[None]:

@@ -70,6 +70,11 @@ class Drain:
         self._finishing.add(task)
         task.add_done_callback(self._finished)
 
+    async def finish_pending(self, timeout_s: float) -> None:
+        """At shutdown: let the work under way end (up to `timeout_s`)."""
+        if self._finishing:
+            await asyncio.wait(list(self._finishing), timeout=timeout_s)
+
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._finishing.discard(task)
         self._changed.set()

@@ -20,7 +20,6 @@ from gateway.pipeline import Next
 from gateway.resilience import RESILIENCE, readiness_detail
 from gateway.runtime import Runtime
 from gateway.store import COMMAND_TIMEOUT_S, Store
-from gateway.store.coalesce import BACKGROUND
 from gateway.store_guard import STORE_BREAKER, StoreCircuitOpen
 
 _log = structlog.get_logger("gateway.routes")
@@ -84,7 +83,6 @@ async def _answer(ctx: RequestContext) -> web.StreamResponse:
 async def finish(ctx: RequestContext) -> None:
     """Run the context's finish hooks, then write the request's one log line and metrics.
     Every request ends here exactly once, in a task of its own (Drain.finish_later)."""
-    BACKGROUND.set(True)  # this task's store commands travel with other requests' batches
     hooks = ctx.on_finish
     if len(hooks) == 1:
         await _run_hook(hooks[0], ctx)

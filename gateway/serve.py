@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import os
 import secrets
@@ -73,6 +74,7 @@ async def _run(source: ConfigSource, config: GatewayConfig) -> int:
         )
         await runner.cleanup()
         return 1
+    tune_gc()
     background: set[asyncio.Task[Any]] = set()
     stop = _on_signals(app, background)
     if runner.server is not None:
@@ -95,6 +97,20 @@ async def _run(source: ConfigSource, config: GatewayConfig) -> int:
         for task in background:
             task.cancel()
     return 0
+
+
+# Young-generation collections every this many allocations (Python's default: 700). A
+# request allocates hundreds of short-lived objects that reference counting frees anyway;
+# collecting ten times less often costs a few MiB and saves several percent of CPU.
+GC_THRESHOLD = (10_000, 50, 100)
+
+
+def tune_gc() -> None:
+    """Once started: what start-up built (modules, config, app) lives as long as the process,
+    so it is frozen out of every later collection; then collections are made rarer."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
 
 
 def _on_signals(app: web.Application, background: set[asyncio.Task[Any]]) -> asyncio.Event:

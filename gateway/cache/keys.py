@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,6 +33,9 @@ SHARED_PARTITION = "shared"
 # Floats with an exact integer value are hashed as integers (1.0 and 1 mean the same to a
 # provider); past 2**53 a float no longer names one integer, so it is left alone.
 _EXACT_INT_LIMIT = 2**53
+# orjson writes a float with an integer value as `1.0` or with an exponent (`1e16`): where
+# neither shape occurs (inside strings or not), no value needs normalising.
+_MAYBE_WHOLE_FLOAT = re.compile(rb"[0-9]\.0(?![0-9])|[0-9][eE][-+]?[0-9]")
 
 
 def partition(key_name: str, shared_across_keys: bool) -> str:
@@ -49,6 +53,9 @@ def cache_body(payload: Mapping[str, Any]) -> dict[str, Any]:
 
 def canonical_json(value: Any) -> bytes:
     """JSON where key order, whitespace and 1.0-versus-1 make no difference."""
+    plain = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    if _MAYBE_WHOLE_FLOAT.search(plain) is None:
+        return plain  # no float with an integer value: nothing to normalise
     return orjson.dumps(_normalise(value), option=orjson.OPT_SORT_KEYS)
 
 

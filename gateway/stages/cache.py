@@ -30,6 +30,7 @@ from gateway.context import RequestContext
 from gateway.errors import GatewayError
 from gateway.pipeline import Next
 from gateway.stages.gates import passed
+from gateway.store.coalesce import BACKGROUND
 
 HEADER = "x-gateway-cache"
 
@@ -191,6 +192,10 @@ class _Job:
         return response, entry
 
     async def _put(self, entry: Entry, ttl_ms: int, token: str) -> None:
+        # Nobody waits on it (this process serves the entry meanwhile): it may travel with
+        # the next batch of store commands. The bill does not wait: a client's next request
+        # must find its last one settled.
+        BACKGROUND.set(True)
         try:
             if await self.store.put(self.key, entry, ttl_ms, token):
                 self.store.stats.stores += 1

@@ -61,9 +61,9 @@ except ImportError:  # pragma: no cover - without hiredis, the pure-Python packe
     _hiredis_pack = None
 _UTF8 = ("utf-8", "strict")
 
-# Work done after a request's answer was sent (its bill, its cache write, the request log)
-# sets this in its own task: its commands wait, up to BACKGROUND_DELAY_S, to travel with the
-# next batch of commands a request is waiting on, rather than cost a round trip of their own.
+# Work nobody waits on (a cache write after its answer was sent, the request log) sets this
+# in its own task: its commands wait, up to BACKGROUND_DELAY_S, to travel with the next batch
+# of commands a request is waiting on, rather than cost a round trip of their own.
 BACKGROUND: ContextVar[bool] = ContextVar("store_background", default=False)
 BACKGROUND_DELAY_S = 0.005
 
@@ -132,7 +132,7 @@ class Coalescer:
         if self._later is not None:
             self._later[0].cancel()
             self._later = None
-        queued = self._waiting + self._queue
+        queued = self._queue + self._waiting  # callers waiting first: Redis answers in order
         self._waiting, self._queue = [], []
         live = [item for item in queued if not item[2].done()]  # callers already gone
         if not live:
@@ -146,52 +146,50 @@ class Coalescer:
             # One bound for the whole round trip (the client's own timeout would arm a timer
             # for every reply in the batch).
             async with asyncio.timeout(self._timeout_s):
-                results = await self._pipeline(batch)
-        except Exception as exc:  # the round trip itself failed: every caller learns why
+                await self._pipeline(batch)
+        except Exception as exc:  # the round trip failed: every caller still waiting learns why
             for _, _, future in batch:
                 if not future.done():
                     future.set_exception(_copy(exc))
-            return
         except asyncio.CancelledError:
             for _, _, future in batch:
                 future.cancel()
             raise
-        for (_, _, future), result in zip(batch, results, strict=True):
-            if future.done():
-                continue
-            if isinstance(result, Exception):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
 
-    async def _pipeline(self, batch: list[_Queued]) -> list[Any]:
+    async def _pipeline(self, batch: list[_Queued]) -> None:
         """One write, then each reply in order, on one connection: what redis-py's pipeline
         does, without its per-command bookkeeping (which cost more than Redis did)."""
         pool = self._client.connection_pool
         conn = self._idle.pop() if self._idle else await pool.get_connection()  # type: ignore[no-untyped-call]  # redis-py: untyped
+        left = list(batch)  # the commands not yet answered, in order
         try:
             # As redis-py does: a connection error is retried (once, by the client's policy)
-            # on a fresh connection.
-            results: list[Any] = await conn.retry.call_with_retry(
-                lambda: self._exchange(conn, batch), lambda _: conn.disconnect()
+            # on a fresh connection, for the commands not yet answered.
+            await conn.retry.call_with_retry(
+                lambda: self._exchange(conn, left), lambda _: conn.disconnect()
             )
         except BaseException:
             await conn.disconnect()  # a reply may still be on its way: never reuse it
             await pool.release(conn)
             raise
         self._idle.append(conn)
-        return results
 
-    async def _exchange(self, conn: Any, batch: list[_Queued]) -> list[Any]:
-        encoder = conn.encoder
-        await conn.send_packed_command(pack([args for args, _, _ in batch], encoder))
-        results: list[Any] = []
-        for args, options, _ in batch:
+    async def _exchange(self, conn: Any, left: list[_Queued]) -> None:
+        """Each caller has its reply as soon as it is read, not once the batch's last is."""
+        await conn.send_packed_command(pack([args for args, _, _ in left], conn.encoder))
+        while left:
+            args, options, future = left[0]
             try:
-                results.append(await self._client.parse_response(conn, args[0], **options))
+                result = await self._client.parse_response(conn, args[0], **options)
             except ResponseError as exc:  # that command's own error, for its caller alone
-                results.append(exc)
-        return results
+                result = exc
+            del left[0]
+            if future.done():
+                continue
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
 
 
 def pack(commands: list[tuple[Any, ...]], encoder: Any) -> bytes:

@@ -10,6 +10,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from gateway.drain import DRAIN
 from tests.conftest import KEY_A, sha
 from tests.integration.test_budgets import CHAT, PRICING, REPLY_40_CHARS, _keys, _routes
 
@@ -53,6 +54,7 @@ async def test_admin_keys_shows_spent_and_limits(
     gateway = await admin_gateway(budget={"usd_per_month": 1.5, "usd_per_day": 0.5})
     for _ in range(3):
         assert (await gateway.post("/v1/chat/completions", json=CHAT, headers=A)).status == 200
+    assert await gateway.app[DRAIN].wait_idle(5)  # each request settled
     resp = await gateway.get("/admin/keys", headers={"Authorization": f"Bearer {ADMIN}"})
     body = await resp.json()
     team_a = next(k for k in body["keys"] if k["name"] == "team-a")
@@ -76,6 +78,7 @@ async def test_admin_stats_totals_per_key_and_model_with_projection(
     gateway = await admin_gateway()
     for _ in range(2):
         await gateway.post("/v1/chat/completions", json=CHAT, headers=A)
+    assert await gateway.app[DRAIN].wait_idle(5)  # each request settled
     resp = await gateway.get("/admin/stats", headers={"Authorization": f"Bearer {ADMIN}"})
     stats = await resp.json()
     assert stats["total"]["requests"] == 2

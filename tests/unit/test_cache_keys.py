@@ -246,3 +246,34 @@ def test_answer_headers_keep_only_answer_changing_headers_joined_in_order() -> N
         "anthropic-version": "2023-06-01",
         "anthropic-beta": "a,b",
     }
+
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+def _integral_floats_as_ints(value: Any) -> Any:
+    """What the key means: a float with an integer value is that integer."""
+    if isinstance(value, dict):
+        return {k: _integral_floats_as_ints(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral_floats_as_ints(v) for v in value]
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    return value
+
+
+@settings(max_examples=300, deadline=None)
+@given(_JSON)
+def test_canonical_json_equals_sorted_json_with_integral_floats_as_integers(value: Any) -> None:
+    expected = orjson.dumps(_integral_floats_as_ints(value), option=orjson.OPT_SORT_KEYS)
+    assert canonical_json(value) == expected
