@@ -38,7 +38,8 @@ class Drain:
     def __init__(self) -> None:
         self.draining = False
         self._in_flight: dict[asyncio.Task[object], web.Request] = {}
-        # Work that runs on once a request's answer is sent (its bill, cache write, log line).
+        # Work that runs on after a request's answer (its bill and log line, a cache write),
+        # in tasks of its own.
         self._finishing: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Event()
         self._hurry = False
@@ -46,12 +47,12 @@ class Drain:
     @property
     def in_flight(self) -> int:
         """Requests not yet ended: being answered, or settling after their answer."""
-        return len(self._in_flight) + len(self._finishing)
+        return len(self._in_flight)
 
     @contextmanager
     def track(self, request: web.Request) -> Iterator[None]:
         """Around a handler: the request counts as in flight until its handler returns, which
-        is after its last byte (and then until its `finish_later` work ends)."""
+        is after its last byte and its settlement."""
         task = asyncio.current_task()
         if task is None:  # pragma: no cover - handlers always run in a task
             yield
@@ -63,12 +64,13 @@ class Drain:
             del self._in_flight[task]
             self._changed.set()
 
-    def finish_later(self, work: Coroutine[Any, Any, None]) -> None:
+    def finish_later(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run `work` in a task of its own, which no client disconnect and no drain cut can
         cancel; the drain waits for it before the store closes."""
         task = asyncio.get_running_loop().create_task(work)
         self._finishing.add(task)
         task.add_done_callback(self._finished)
+        return task
 
     async def finish_pending(self, timeout_s: float) -> None:
         """At shutdown: let the work under way end (up to `timeout_s`)."""

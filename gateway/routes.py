@@ -45,10 +45,24 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     finally:
         ctx.done_s = ctx.elapsed_s()
         request.app[METRICS].in_flight.dec()
-        # The bill, the cache write and the log line run on after the handler returns, so that
-        # neither this answer nor the next request on the connection waits for them; nothing
-        # (a client gone, a drain's cut) cancels them, and the drain waits for them.
-        request.app[DRAIN].finish_later(finish(ctx))
+        await settle(ctx)
+
+
+async def settle(ctx: RequestContext) -> None:
+    """Run `finish` to its end, in a task that no client disconnect and no drain cut cancels
+    (a request is always billed and logged), and wait for it: the answer is already sent,
+    and the connection's next request waits, which keeps the work of every request bounded.
+    A client that left is cancelled again afterwards; a drain's cut is not, so that an answer
+    already decided (an error rendered after this) still goes out."""
+    task = ctx.request.app[DRAIN].finish_later(finish(ctx))
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if ctx.request.get(CUT) and current is not None:
+            current.uncancel()
+            return
+        raise
 
 
 async def _send(ctx: RequestContext, response: web.StreamResponse) -> None:
@@ -82,7 +96,7 @@ async def _answer(ctx: RequestContext) -> web.StreamResponse:
 
 async def finish(ctx: RequestContext) -> None:
     """Run the context's finish hooks, then write the request's one log line and metrics.
-    Every request ends here exactly once, in a task of its own (Drain.finish_later)."""
+    Every request ends here exactly once, in a task of its own (see `settle`)."""
     hooks = ctx.on_finish
     if len(hooks) == 1:
         await _run_hook(hooks[0], ctx)

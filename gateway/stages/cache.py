@@ -27,6 +27,7 @@ from gateway.cache.state import CACHE_STATE, CacheState
 from gateway.cache.storage import CacheStore, entry_key
 from gateway.config import CacheConfig
 from gateway.context import RequestContext
+from gateway.drain import DRAIN
 from gateway.errors import GatewayError
 from gateway.pipeline import Next
 from gateway.stages.gates import passed
@@ -183,12 +184,12 @@ class _Job:
             self.store.stats.not_stored += 1
             return response, None
         ttl_ms = int((self.plan.ttl_s + self.plan.stale_s) * 1000)
-        # Stored once the answer is sent (a finish hook): the client does not wait for the
-        # write. Meanwhile this process serves the entry from memory (its followers, and any
-        # request right behind); other replicas wait on the key's lock, which the write
-        # releases.
+        # Stored in the background (it starts once this task yields, after the answer is
+        # sent), and nobody waits for the write. Meanwhile this process serves the entry from
+        # memory (its followers, and any request right behind); other replicas wait on the
+        # key's lock, which the write releases.
         self.writing[self.key] = entry
-        ctx.on_finish.append(lambda _: self._put(entry, ttl_ms, token))
+        ctx.request.app[DRAIN].finish_later(self._put(entry, ttl_ms, token))
         return response, entry
 
     async def _put(self, entry: Entry, ttl_ms: int, token: str) -> None:

@@ -1,0 +1,128 @@
+"""The answer leaves before the request's bookkeeping (its bill, its cache write, its log
+line), which follows at once and is never lost; the store's background commands share the
+round trips of the requests that wait."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from gateway.cache.storage import CacheStore
+from gateway.drain import DRAIN
+from gateway.metrics import METRICS
+from gateway.mock import MockState
+from gateway.stages import limits
+from gateway.store import open_store
+from gateway.store.accounting import ACCOUNTING
+from gateway.store.coalesce import BACKGROUND, BACKGROUND_DELAY_S
+from tests.integration.test_budgets import CHAT, PRICING, REPLY_40_CHARS, A, _keys, _routes
+from tests.integration.test_cache import cache_config, chat
+from tests.integration.test_store_coalesce import count_round_trips
+
+Client = TestClient[Any, Any]
+MakeGateway = Callable[..., Awaitable[Client]]
+
+
+def answered(gateway: Client) -> float:
+    """Requests counted in the metrics: a request is counted when its bookkeeping is done."""
+    registry = gateway.server.app[METRICS].registry
+    return sum(
+        sample.value
+        for family in registry.collect()
+        if family.name == "llm_gateway_requests"
+        for sample in family.samples
+        if sample.name == "llm_gateway_requests_total"
+    )
+
+
+async def test_the_answer_is_sent_before_the_bill_which_follows_and_lands(
+    make_gateway: MakeGateway, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gateway = await make_gateway(
+        storage={"url": store_url},
+        pricing=PRICING,
+        routes=_routes(),
+        keys=_keys(a={"budget": {"usd_per_day": 1}}),
+    )
+    release = asyncio.Event()
+    settle = limits._settle
+
+    async def held_back(*args: Any) -> None:
+        await release.wait()
+        await settle(*args)
+
+    monkeypatch.setattr(limits, "_settle", held_back)
+    headers = {**A, "x-mock-reply": REPLY_40_CHARS}
+    resp = await gateway.post("/v1/chat/completions", json=CHAT, headers=headers)
+    assert resp.status == 200
+    assert resp.headers["x-gateway-cost-usd"] == "0.040000"  # priced before it left
+    await resp.read()
+    accounting = gateway.server.app[ACCOUNTING]
+    drain = gateway.server.app[DRAIN]
+    # The client has its whole answer while the bill is still to come.
+    assert await accounting.open_reservations() == 1
+    assert drain.in_flight == 1
+    assert answered(gateway) == 0
+    release.set()
+    assert await drain.wait_idle(5)
+    assert await accounting.open_reservations() == 0
+    assert answered(gateway) == 1
+
+
+async def test_a_request_right_behind_its_twin_is_a_hit_while_the_entry_is_written(
+    make_gateway: MakeGateway, store_url: str, mock: MockState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gateway = await make_gateway(**cache_config(store_url))
+    release = asyncio.Event()
+    put = CacheStore.put
+
+    async def held_back(self: CacheStore, *args: Any) -> bool:
+        await release.wait()
+        return await put(self, *args)
+
+    monkeypatch.setattr(CacheStore, "put", held_back)
+    first = await gateway.post("/v1/chat/completions", json=chat(), headers=A)
+    first_body = await first.read()
+    second = await gateway.post("/v1/chat/completions", json=chat(), headers=A)
+    assert (first.headers["x-gateway-cache"], second.headers["x-gateway-cache"]) == (
+        "MISS",
+        "HIT",
+    )
+    assert await second.read() == first_body
+    assert len(mock.requests) == 1
+    release.set()
+    assert await gateway.server.app[DRAIN].wait_idle(5)
+    # Written: the store has it for every replica now.
+    third = await gateway.post("/v1/chat/completions", json=chat(), headers=A)
+    assert third.headers["x-gateway-cache"] == "HIT"
+    assert len(mock.requests) == 1
+
+
+@pytest.mark.redis
+async def test_background_commands_ride_with_the_next_batch_or_go_after_a_short_wait(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trips = count_round_trips(monkeypatch)
+    store = open_store(redis_url)
+
+    async def in_background(name: str) -> Any:
+        BACKGROUND.set(True)  # as a cache write or the request log does, in its own task
+        return await store.incr(name)
+
+    try:
+        began = time.perf_counter()
+        assert await asyncio.create_task(in_background("alone")) == 1
+        assert time.perf_counter() - began >= BACKGROUND_DELAY_S * 0.9
+        waiting = asyncio.create_task(in_background("rider"))
+        await asyncio.sleep(0)  # queued, waiting for company
+        assert await store.get("urgent") is None
+        assert await waiting == 1
+    finally:
+        await store.aclose()
+    # The caller who waits is answered first; the background command rode along.
+    assert trips == [["INCRBY"], ["GET", "INCRBY"]]
