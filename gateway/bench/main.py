@@ -56,7 +56,8 @@ NOTES = [
     "Unattributed CPU %: busy time on all cores that no process of the run was charged for "
     "(the kernel's loopback network work, in softirq, and any other job on the machine), in "
     "percent of one core; hypervisor steal time is left out.",
-    "The gateway writes its request log line to /dev/null. Redis cmds/req: the EVALSHA, EVAL "
-    "and XADD commands the Redis instance received during the phase (commands inside Lua "
-    "scripts not counted), divided by requests; a pipeline sends several in one round trip.",
+    "The gateway writes its request log line to /dev/null. Redis cmds/req: the EVALSHA and "
+    "EVAL commands the Redis instance received during the phase (the gateway sends scripts "
+    "only; the commands they run are not counted), divided by requests; a pipeline sends "
+    "several in one round trip.",
 ]
