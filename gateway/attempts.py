@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import time
 from dataclasses import dataclass
 
@@ -231,8 +232,12 @@ def _count(
     status: int | None = None,
 ) -> None:
     res.stats.attempts[(target.provider.name, outcome)] += 1
-    # A single clean attempt is already in the request's own log line.
-    log = _log.debug if outcome == "ok" and number == 1 else _log.info
+    # A single clean attempt is already in the request's own log line: a debug line, whose
+    # fields are not even gathered unless debug lines are written.
+    quiet = outcome == "ok" and number == 1
+    if quiet and not _log.is_enabled_for(logging.DEBUG):
+        return
+    log = _log.debug if quiet else _log.info
     log(
         "upstream_attempt",
         request_id=ctx.request_id,

@@ -6,7 +6,6 @@ import asyncio
 import os
 import time
 from collections.abc import Mapping
-from importlib import resources
 from typing import Any
 
 import orjson
@@ -17,6 +16,7 @@ from redis.exceptions import RedisError
 from gateway.metrics import Metrics
 from gateway.store import Store
 from gateway.store.coalesce import BACKGROUND
+from gateway.store.scripts import Script
 
 STREAM_KEY = "llmgw:requests"
 DEFAULT_SIZE = 1000
@@ -32,10 +32,6 @@ _MAX_TEXT = 200  # client-chosen strings (model, path) are cut to this many char
 _STATUS_CLASSES = frozenset({"1xx", "2xx", "3xx", "4xx", "5xx"})
 
 _log = structlog.get_logger("gateway.requestlog")
-# Appends entries (ARGV[3..]) to the stream, capped near (ARGV[2] == "1") or at ARGV[1].
-_APPEND = (
-    resources.files("gateway.store").joinpath("lua", "log_append.lua").read_text(encoding="utf-8")
-)
 
 
 class RequestLogUnavailable(Exception):
@@ -77,7 +73,7 @@ class RequestLog:
         self.size = size
         self._store = store
         self._metrics = metrics
-        self._append = store.register_script(_APPEND)
+        self._append = Script.load("gateway.store", "lua/log_append.lua")
         # Redis trims `MAXLEN ~` by whole nodes (cheap); the embedded store only trims exactly.
         self._approximate = "0" if exact_trim else "1"
         self._batch: list[bytes] = []  # entries not yet sent
@@ -113,7 +109,9 @@ class RequestLog:
         BACKGROUND.set(True)  # nobody waits on it: it may travel with the next batch
         try:
             async with asyncio.timeout(WRITE_TIMEOUT_S):
-                await self._append(keys=[STREAM_KEY], args=[self.size, self._approximate, *batch])
+                await self._append.run(
+                    self._store, (STREAM_KEY,), (self.size, self._approximate, *batch)
+                )
         except (TimeoutError, RedisError, OSError) as exc:
             self._metrics.redis_error("request_log")
             self._metrics.request_log_dropped.inc(len(batch))

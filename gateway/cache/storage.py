@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from importlib import resources
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypeVar
 
 import structlog
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
 from gateway.cache.entries import Entry, now_ms
 from gateway.cache.stats import CacheStats
 from gateway.store import Store
+from gateway.store.scripts import Script
 
 KEY_PREFIX = "gw:cache:"
 # Counting entries walks the keyspace (SCAN): an admin view may wait longer than a request.
@@ -29,6 +28,7 @@ COUNT_TIMEOUT_S = 5.0
 # timeout per process per second rather than one per request.
 COOL_OFF_S = 1.0
 
+_SCRIPTS = ("lookup.lua", "store.lua", "release.lua")
 T = TypeVar("T")
 LockState = Literal["leader", "follower", "none"]
 _log = structlog.get_logger("gateway.cache")
@@ -49,25 +49,6 @@ class CacheUnavailable(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class Script:
-    """A Lua script shipped as a package file, called by SHA (loaded on first use)."""
-
-    source: str
-    sha: str
-
-    @classmethod
-    def load(cls, name: str) -> Script:
-        source = resources.files(__package__).joinpath(name).read_text("utf-8")
-        return cls(source, hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest())
-
-    async def run(self, redis: Store, keys: Sequence[str], args: Sequence[str | bytes]) -> Any:
-        try:
-            return await redis.evalsha(self.sha, len(keys), *keys, *args)
-        except NoScriptError:  # a restarted or new Redis: EVAL also caches the script there
-            return await redis.eval(self.source, len(keys), *keys, *args)
-
-
-@dataclass(frozen=True, slots=True)
 class Scripts:
     lookup: Script
     store: Script
@@ -75,7 +56,7 @@ class Scripts:
 
     @classmethod
     def load(cls) -> Scripts:
-        return cls(Script.load("lookup.lua"), Script.load("store.lua"), Script.load("release.lua"))
+        return cls(*(Script.load(__package__, name) for name in _SCRIPTS))
 
 
 @dataclass(slots=True)

@@ -9,15 +9,17 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 from aiohttp import web
 from redis.exceptions import RedisError
 
 from gateway.store import Store
+from gateway.store.scripts import Script
 
 PREFIX = "llmgw:{acct}:"
+_KEYS = (PREFIX,)  # every script gets the prefix as its one key (the slot of them all)
+_LUA = "gateway.store"
 
 
 class StoreUnavailable(Exception):
@@ -87,10 +89,6 @@ def _boundary() -> Iterator[None]:
         raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from None
 
 
-def _script(name: str) -> str:
-    return resources.files("gateway.store").joinpath("lua", name).read_text(encoding="utf-8")
-
-
 def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -104,13 +102,13 @@ class Accounting:
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._reserve = store.register_script(_script("reserve.lua"))
-        self._settle = store.register_script(_script("settle.lua"))
-        self._sweep = store.register_script(_script("sweep.lua"))
+        self._reserve = Script.load(_LUA, "lua/reserve.lua")
+        self._settle = Script.load(_LUA, "lua/settle.lua")
+        self._sweep = Script.load(_LUA, "lua/sweep.lua")
 
-    async def _run(self, script: Any, args: Sequence[Any]) -> Any:
+    async def _run(self, script: Script, args: Sequence[Any]) -> Any:
         with _boundary():
-            return await script(keys=[PREFIX], args=list(args))
+            return await script.run(self._store, _KEYS, args)
 
     async def reserve(
         self,
