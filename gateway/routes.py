@@ -100,7 +100,7 @@ async def finish(ctx: RequestContext) -> None:
     hooks = ctx.on_finish
     if len(hooks) == 1:
         await _run_hook(hooks[0], ctx)
-    elif hooks:  # independent (the bill, the cache write): together, in one store round trip
+    elif hooks:  # independent of each other: together, their store commands in one round trip
         await asyncio.gather(*(_run_hook(hook, ctx) for hook in hooks))
     try:
         record_request(ctx, log_request(ctx))

@@ -4,8 +4,8 @@ Under load many requests want the store at the same moment (a reservation here, 
 a cache read there). Sent one by one, each costs a write, a read and the client's per-command
 work; coalesced, one round trip carries them all. Each caller still awaits its own reply, in
 the order it asked, with its own error: nothing is deferred past the current loop turn, so
-what a request observes is unchanged. Commands sent after a request's answer (see BACKGROUND)
-wait a few milliseconds for company instead.
+what a request observes is unchanged. Commands nobody waits on (a cache write, the request
+log: see BACKGROUND) wait a few milliseconds for company instead.
 """
 
 from __future__ import annotations
