@@ -56,9 +56,6 @@ class RequestContext:
     outcome: str = "ok"
     error_code: str | None = None
     ttfb_s: float | None = None
-    # Seconds from arrival until the answer was sent (or the request failed), set before the
-    # finish hooks run: the latency a client saw.
-    done_s: float | None = None
     usage: Usage | None = None
     # Money, in integer micro-dollars: what this request cost (None until accounted), how that
     # was known (usage, estimate, reserved, unpriced, cache, none), what a cache hit saved.
@@ -89,10 +86,6 @@ class RequestContext:
 
     def elapsed_s(self) -> float:
         return time.perf_counter() - self.started
-
-    def latency_s(self) -> float:
-        """What the client waited: until the answer was sent, else until now."""
-        return self.elapsed_s() if self.done_s is None else self.done_s
 
     def target(self) -> tuple[RouteConfig, Provider]:
         """The route and provider chosen by the routing stage."""

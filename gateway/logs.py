@@ -58,7 +58,7 @@ def request_fields(ctx: RequestContext) -> dict[str, Any]:
         "outcome": ctx.outcome,
         "error_code": ctx.error_code,
         "attempts": ctx.attempts,
-        "latency_ms": round(ctx.latency_s() * 1000, 2),
+        "latency_ms": round(ctx.elapsed_s() * 1000, 2),
         "ttfb_ms": round(ctx.ttfb_s * 1000, 2) if ctx.ttfb_s is not None else None,
         "input_tokens": usage.input_tokens if usage else None,
         "output_tokens": usage.output_tokens if usage else None,

@@ -41,7 +41,7 @@ def record_metrics(m: Metrics, ctx: RequestContext) -> None:
     model = m.model(ctx.upstream_model or ctx.model)
     cache = cache_result(ctx)
     m.child(m.requests, key, route, provider, model, status_label(ctx), cache).inc()
-    m.child(m.request_duration, route, model).observe(ctx.latency_s())
+    m.child(m.request_duration, route, model).observe(ctx.elapsed_s())
     if ctx.stream and ctx.ttfb_s is not None:
         m.child(m.ttft, route, model).observe(ctx.ttfb_s)
     upstream_s = ctx.request.get(UPSTREAM_S)

@@ -1,6 +1,6 @@
-"""The answer leaves before the request's bookkeeping (its bill, its cache write, its log
-line), which follows at once and is never lost; the store's background commands share the
-round trips of the requests that wait."""
+"""A request's bill lands before its answer leaves; its cache write does not hold the answer
+(this process serves the entry from memory meanwhile); the store's background commands share
+the round trips of the requests that wait."""
 
 from __future__ import annotations
 
@@ -16,11 +16,10 @@ from gateway.cache.storage import CacheStore
 from gateway.drain import DRAIN
 from gateway.metrics import METRICS
 from gateway.mock import MockState
-from gateway.stages import limits
 from gateway.store import open_store
 from gateway.store.accounting import ACCOUNTING
 from gateway.store.coalesce import BACKGROUND, BACKGROUND_DELAY_S
-from tests.integration.test_budgets import CHAT, PRICING, REPLY_40_CHARS, A, _keys, _routes
+from tests.integration.test_budgets import PRICING, A, _keys
 from tests.integration.test_cache import cache_config, chat
 from tests.integration.test_store_coalesce import count_round_trips
 
@@ -40,38 +39,34 @@ def answered(gateway: Client) -> float:
     )
 
 
-async def test_the_answer_is_sent_before_the_bill_which_follows_and_lands(
-    make_gateway: MakeGateway, store_url: str, monkeypatch: pytest.MonkeyPatch
+async def test_the_bill_lands_before_the_answer_but_the_cache_write_does_not_hold_it(
+    make_gateway: MakeGateway, store_url: str, mock: MockState, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     gateway = await make_gateway(
-        storage={"url": store_url},
-        pricing=PRICING,
-        routes=_routes(),
-        keys=_keys(a={"budget": {"usd_per_day": 1}}),
+        **{
+            **cache_config(store_url),
+            "pricing": PRICING,
+            "keys": _keys(a={"budget": {"usd_per_day": 1}}),
+        }
     )
     release = asyncio.Event()
-    settle = limits._settle
+    put = CacheStore.put
 
-    async def held_back(*args: Any) -> None:
+    async def held_back(self: CacheStore, *args: Any) -> bool:
         await release.wait()
-        await settle(*args)
+        return await put(self, *args)
 
-    monkeypatch.setattr(limits, "_settle", held_back)
-    headers = {**A, "x-mock-reply": REPLY_40_CHARS}
-    resp = await gateway.post("/v1/chat/completions", json=CHAT, headers=headers)
-    assert resp.status == 200
-    assert resp.headers["x-gateway-cost-usd"] == "0.040000"  # priced before it left
+    monkeypatch.setattr(CacheStore, "put", held_back)
+    resp = await gateway.post("/v1/chat/completions", json=chat(), headers=A)
+    assert (resp.status, resp.headers["x-gateway-cache"]) == (200, "MISS")
     await resp.read()
-    accounting = gateway.server.app[ACCOUNTING]
-    drain = gateway.server.app[DRAIN]
-    # The client has its whole answer while the bill is still to come.
-    assert await accounting.open_reservations() == 1
-    assert drain.in_flight == 1
-    assert answered(gateway) == 0
-    release.set()
-    assert await drain.wait_idle(5)
-    assert await accounting.open_reservations() == 0
+    # With the answer in hand, its bill and its count are in: nothing of it is still held.
+    assert await gateway.server.app[ACCOUNTING].open_reservations() == 0
     assert answered(gateway) == 1
+    # The cache write is still under way (held back here): the answer did not wait for it.
+    assert gateway.server.app[DRAIN].in_flight == 0
+    release.set()
+    assert await gateway.server.app[DRAIN].wait_idle(5)
 
 
 async def test_a_request_right_behind_its_twin_is_a_hit_while_the_entry_is_written(
