@@ -38,8 +38,8 @@ class Drain:
     def __init__(self) -> None:
         self.draining = False
         self._in_flight: dict[asyncio.Task[object], web.Request] = {}
-        # Work that runs on after a request's answer (its bill and log line, a cache write),
-        # in tasks of its own.
+        # Work that must end even if its request is cancelled (its bill and log line, a cache
+        # write), in tasks of its own.
         self._finishing: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Event()
         self._hurry = False

@@ -5,7 +5,7 @@ and before the upstream call; a route without an enabled `cache` section passes 
 A hit, or an answer shared by single-flight, is served without calling the next stage. The
 answer of a miss is collected when the next stage returns (by then a buffered body is read
 and a stream has been relayed to its end), handed at once to this process's waiting
-followers, and written to the store once the answer is sent.
+followers, and written to the store in the background.
 """
 
 from __future__ import annotations
@@ -184,8 +184,8 @@ class _Job:
             self.store.stats.not_stored += 1
             return response, None
         ttl_ms = int((self.plan.ttl_s + self.plan.stale_s) * 1000)
-        # Stored in the background (it starts once this task yields, after the answer is
-        # sent), and nobody waits for the write. Meanwhile this process serves the entry from
+        # Stored in the background (it starts once this task next yields): neither the answer
+        # nor anything else waits for the write. Meanwhile this process serves the entry from
         # memory (its followers, and any request right behind); other replicas wait on the
         # key's lock, which the write releases.
         self.writing[self.key] = entry
