@@ -80,8 +80,7 @@ class RequestContext:
     stale_answer: StaleAnswer | None = None
     # Headers every response to this request carries (set before the response is prepared).
     response_headers: dict[str, str] = field(default_factory=dict)
-    # Work run once the response is finished (last byte sent, or the client gone); the hooks
-    # are independent of each other and run concurrently.
+    # Work run once the response is finished (last byte sent, or the client gone).
     on_finish: list[FinishHook] = field(default_factory=list)
 
     def elapsed_s(self) -> float:

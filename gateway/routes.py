@@ -8,7 +8,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from gateway.context import FinishHook, RequestContext
+from gateway.context import RequestContext
 from gateway.dialects import dialect_for
 from gateway.drain import CUT, DRAIN, shutdown_answer
 from gateway.errors import GatewayError
@@ -84,22 +84,12 @@ async def _answer(ctx: RequestContext) -> web.StreamResponse:
 async def finish(ctx: RequestContext) -> None:
     """Run the context's finish hooks, then write the request's one log line and metrics.
     Every request ends here exactly once, in a task of its own (see `settle`)."""
-    hooks = ctx.on_finish
-    if len(hooks) == 1:
-        await _run_hook(hooks[0], ctx)
-    elif hooks:  # independent of each other: together, their store commands in one round trip
-        await asyncio.gather(*(_run_hook(hook, ctx) for hook in hooks))
-    try:
-        record_request(ctx, log_request(ctx))
-    except Exception:  # nobody awaits this task: its failure is logged, never lost
-        _log.exception("request_record_failed", request_id=ctx.request_id)
-
-
-async def _run_hook(hook: FinishHook, ctx: RequestContext) -> None:
-    try:
-        await hook(ctx)
-    except Exception:  # the answer is already decided; a failing hook must not change it
-        _log.exception("finish_hook_failed", request_id=ctx.request_id)
+    for hook in ctx.on_finish:
+        try:
+            await hook(ctx)
+        except Exception:  # the answer is already decided; a failing hook must not change it
+            _log.exception("finish_hook_failed", request_id=ctx.request_id)
+    record_request(ctx, log_request(ctx))
 
 
 async def healthz(request: web.Request) -> web.Response:

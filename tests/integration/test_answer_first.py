@@ -27,6 +27,20 @@ Client = TestClient[Any, Any]
 MakeGateway = Callable[..., Awaitable[Client]]
 
 
+@pytest.fixture
+def held_cache_writes(monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """Cache writes wait until the returned event is set."""
+    release = asyncio.Event()
+    put = CacheStore.put
+
+    async def held_back(self: CacheStore, *args: Any) -> bool:
+        await release.wait()
+        return await put(self, *args)
+
+    monkeypatch.setattr(CacheStore, "put", held_back)
+    return release
+
+
 def answered(gateway: Client) -> float:
     """Requests counted in the metrics: a request is counted when its bookkeeping is done."""
     registry = gateway.server.app[METRICS].registry
@@ -40,7 +54,7 @@ def answered(gateway: Client) -> float:
 
 
 async def test_the_bill_lands_before_the_answer_but_the_cache_write_does_not_hold_it(
-    make_gateway: MakeGateway, store_url: str, mock: MockState, monkeypatch: pytest.MonkeyPatch
+    make_gateway: MakeGateway, store_url: str, held_cache_writes: asyncio.Event
 ) -> None:
     gateway = await make_gateway(
         **{
@@ -49,14 +63,6 @@ async def test_the_bill_lands_before_the_answer_but_the_cache_write_does_not_hol
             "keys": _keys(a={"budget": {"usd_per_day": 1}}),
         }
     )
-    release = asyncio.Event()
-    put = CacheStore.put
-
-    async def held_back(self: CacheStore, *args: Any) -> bool:
-        await release.wait()
-        return await put(self, *args)
-
-    monkeypatch.setattr(CacheStore, "put", held_back)
     resp = await gateway.post("/v1/chat/completions", json=chat(), headers=A)
     assert (resp.status, resp.headers["x-gateway-cache"]) == (200, "MISS")
     await resp.read()
@@ -65,22 +71,14 @@ async def test_the_bill_lands_before_the_answer_but_the_cache_write_does_not_hol
     assert answered(gateway) == 1
     # The cache write is still under way (held back here): the answer did not wait for it.
     assert gateway.server.app[DRAIN].in_flight == 0
-    release.set()
+    held_cache_writes.set()
     assert await gateway.server.app[DRAIN].wait_idle(5)
 
 
 async def test_a_request_right_behind_its_twin_is_a_hit_while_the_entry_is_written(
-    make_gateway: MakeGateway, store_url: str, mock: MockState, monkeypatch: pytest.MonkeyPatch
+    make_gateway: MakeGateway, store_url: str, mock: MockState, held_cache_writes: asyncio.Event
 ) -> None:
     gateway = await make_gateway(**cache_config(store_url))
-    release = asyncio.Event()
-    put = CacheStore.put
-
-    async def held_back(self: CacheStore, *args: Any) -> bool:
-        await release.wait()
-        return await put(self, *args)
-
-    monkeypatch.setattr(CacheStore, "put", held_back)
     first = await gateway.post("/v1/chat/completions", json=chat(), headers=A)
     first_body = await first.read()
     second = await gateway.post("/v1/chat/completions", json=chat(), headers=A)
@@ -90,7 +88,7 @@ async def test_a_request_right_behind_its_twin_is_a_hit_while_the_entry_is_writt
     )
     assert await second.read() == first_body
     assert len(mock.requests) == 1
-    release.set()
+    held_cache_writes.set()
     assert await gateway.server.app[DRAIN].wait_idle(5)
     # Written: the store has it for every replica now.
     third = await gateway.post("/v1/chat/completions", json=chat(), headers=A)
