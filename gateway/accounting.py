@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from gateway.context import RequestContext, Usage
 from gateway.pricing import MICRO, Price
@@ -164,5 +166,12 @@ def stat_fields(ctx: RequestContext, cost: int, tokens: int) -> StatFields:
 def local_periods(now: datetime | None = None) -> tuple[str, str]:
     """UTC (day, month) ids from this process's clock, for statistics only (budgets use the
     store's clock, inside the reservation script)."""
-    now = now or datetime.now(UTC)
-    return now.strftime("%Y%m%d"), now.strftime("%Y%m")
+    if now is not None:
+        return now.strftime("%Y%m%d"), now.strftime("%Y%m")
+    day = int(time.time() // 86400)
+    if _today[0] != day:  # formatted once a day, not once a request
+        _today[:] = [day, *local_periods(datetime.fromtimestamp(day * 86400, UTC))]
+    return _today[1], _today[2]
+
+
+_today: list[Any] = [None, "", ""]  # the UTC day number, and its (day, month) ids

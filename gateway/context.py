@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -82,6 +83,8 @@ class RequestContext:
     response_headers: dict[str, str] = field(default_factory=dict)
     # Work run once the response is finished (last byte sent, or the client gone).
     on_finish: list[FinishHook] = field(default_factory=list)
+    # The check a stage started before the upstream call (see gateway.stages.gates).
+    gate: asyncio.Task[Any] | None = None
 
     def elapsed_s(self) -> float:
         return time.perf_counter() - self.started

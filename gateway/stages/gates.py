@@ -13,19 +13,15 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from aiohttp import web
-
 from gateway.context import RequestContext
 
 T = TypeVar("T")
-
-GATE: web.RequestKey[asyncio.Task[Any]] = web.RequestKey("gate")
 
 
 def open_gate(ctx: RequestContext, check: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
     """Start `check` now; `passed` waits for it. One gate per request."""
     task = asyncio.get_running_loop().create_task(check)
-    ctx.request[GATE] = task
+    ctx.gate = task
     return task
 
 
@@ -35,6 +31,6 @@ async def passed(ctx: RequestContext) -> None:
     Shielded: a request cancelled here (its client gone) must not cancel the check, whose
     result its settlement needs.
     """
-    task = ctx.request.get(GATE)
+    task = ctx.gate
     if task is not None:
         await asyncio.shield(task)

@@ -6,17 +6,28 @@ work; coalesced, one round trip carries them all. Each caller still awaits its o
 the order it asked, with its own error: nothing is deferred past the current loop turn, so
 what a request observes is unchanged. Commands nobody waits on (a cache write, the request
 log: see BACKGROUND) wait a few milliseconds for company instead.
+
+The batches go over one connection that this module reads and writes itself (an asyncio
+protocol with hiredis's parser): a batch is written as soon as it is ready, even while earlier
+ones wait for their replies, and each reply goes straight from the socket to its caller.
+redis-py opens the connection (address, TLS, AUTH, SELECT) and runs every command that must
+not share it (see _ALONE).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import inspect
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from typing import Any
 
+import hiredis
+from redis._parsers import BaseParser  # its mapping of error replies to exceptions
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.client import EMPTY_RESPONSE, NEVER_DECODE
+from redis.exceptions import ConnectionError, ResponseError
 
 # Commands that wait on the server, or change the connection they run on, never share a
 # pipeline: one of them would hold up (or alter) every command queued beside it.
@@ -51,15 +62,18 @@ _ALONE = frozenset(
     }
 )
 
-# hiredis (optional: redis-py uses it to parse replies when it is installed) packs commands
-# in C, several times faster. It packs bytes, str (UTF-8), int and float exactly as redis-py
-# does, and refuses every other type, which then goes through redis-py's encoder.
-_hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
-try:
-    from hiredis import pack_command as _hiredis_pack
-except ImportError:  # pragma: no cover - without hiredis, the pure-Python packer below
-    _hiredis_pack = None
+# hiredis packs commands in C, several times faster. It packs bytes, str (UTF-8), int and
+# float exactly as redis-py does, and refuses every other type, which then goes through
+# redis-py's encoder. Its reader parses the replies.
+_hiredis_pack: Callable[[tuple[Any, ...]], bytes] = hiredis.pack_command
 _UTF8 = ("utf-8", "strict")
+_MORE = object()  # the reader's "no whole reply yet"
+_PUSH = getattr(hiredis, "PushNotification", None)  # RESP3 pushes (hiredis 3.2 and later)
+_error = BaseParser.parse_error  # an error reply as redis-py's exception for it
+# Options redis-py reads itself rather than pass to a reply's callback.
+_NOT_FOR_CALLBACKS = frozenset({EMPTY_RESPONSE, NEVER_DECODE, "keys"})
+# A reply that must stay bytes on a client that decodes: redis-py's own path reads it.
+_DECODED = NEVER_DECODE
 
 # Work nobody waits on (a cache write after its answer was sent, the request log) sets this
 # in its own task: its commands wait, up to BACKGROUND_DELAY_S, to travel with the next batch
@@ -68,7 +82,8 @@ BACKGROUND: ContextVar[bool] = ContextVar("store_background", default=False)
 BACKGROUND_DELAY_S = 0.005
 
 Send = Callable[..., Awaitable[Any]]
-_Queued = tuple[tuple[Any, ...], dict[str, Any], "asyncio.Future[Any]"]
+Future = asyncio.Future[Any]
+_Queued = tuple[tuple[Any, ...], dict[str, Any], Future]
 
 
 def _name(command: Any) -> bytes:
@@ -80,21 +95,24 @@ class Coalescer:
     """Stands in for one client's `execute_command`."""
 
     __slots__ = (
+        "_callbacks",
         "_client",
-        "_idle",
+        "_connecting",
         "_later",
         "_loop",
         "_queue",
         "_send",
-        "_tasks",
         "_timeout_s",
+        "_unsent",
         "_waiting",
+        "_wire",
     )
 
     def __init__(self, client: Redis, timeout_s: float) -> None:
         self._client = client
         self._timeout_s = timeout_s
         self._send: Send = client.execute_command
+        self._callbacks: Mapping[Any, Callable[..., Any]] = client.response_callbacks
         self._queue: list[_Queued] = []  # sent at the end of this turn
         self._waiting: list[_Queued] = []  # background commands: sent with the next batch
         # The loop a flush is scheduled on (None: none is), so that a client carried over to
@@ -102,14 +120,14 @@ class Coalescer:
         self._loop: asyncio.AbstractEventLoop | None = None
         # The timer that sends background commands no other batch took along, and its loop.
         self._later: tuple[asyncio.TimerHandle, asyncio.AbstractEventLoop] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        # Connections kept between round trips. Taking one from the pool costs more than the
-        # round trip itself (a lock, a check for unread data, bookkeeping); a connection
-        # here is clean, as every failed exchange disconnects and returns its own.
-        self._idle: list[Any] = []
+        # The one connection every batch is written to (None until the first command, and
+        # after it broke), the task opening it, and the commands waiting for it.
+        self._wire: _Wire | None = None
+        self._connecting: asyncio.Task[None] | None = None
+        self._unsent: list[_Sent] = []
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
-        if not args or _name(args[0]) in _ALONE:
+        if not args or _name(args[0]) in _ALONE or _DECODED in options:
             async with asyncio.timeout(self._timeout_s):
                 return await self._send(*args, **options)
         loop = asyncio.get_running_loop()
@@ -134,92 +152,248 @@ class Coalescer:
             self._later = None
         queued = self._queue + self._waiting  # callers waiting first: Redis answers in order
         self._waiting, self._queue = [], []
-        live = [item for item in queued if not item[2].done()]  # callers already gone
-        if not live:
+        batch = [_Sent(args, options, future) for args, options, future in queued]
+        self._transmit(batch)
+
+    def _transmit(self, batch: list[_Sent]) -> None:
+        """One write for the batch, on the open connection; or, while there is none, queued
+        for the one being opened."""
+        if not batch:
             return
-        task = asyncio.get_running_loop().create_task(self._run(live))
-        self._tasks.add(task)  # a reference, so the task is not collected mid-flight
-        task.add_done_callback(self._tasks.discard)
+        loop = asyncio.get_running_loop()
+        wire = self._wire
+        if wire is not None and wire.loop is not loop:  # a client carried to a new loop
+            self._wire = wire = None
+        if wire is not None:
+            wire.send(batch, loop.time() + self._timeout_s)
+            return
+        self._unsent += batch
+        if self._connecting is None or self._connecting.get_loop() is not loop:
+            self._connecting = loop.create_task(self._connect())
 
-    async def _run(self, batch: list[_Queued]) -> None:
+    async def _connect(self) -> None:
+        """Open the connection as redis-py does (address, TLS, AUTH, SELECT, HELLO), then
+        read and write it directly."""
+        conn = self._client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
         try:
-            # One bound for the whole round trip (the client's own timeout would arm a timer
-            # for every reply in the batch).
             async with asyncio.timeout(self._timeout_s):
-                await self._pipeline(batch)
-        except Exception as exc:  # the round trip failed: every caller still waiting learns why
-            for _, _, future in batch:
-                if not future.done():
-                    future.set_exception(_copy(exc))
-        except asyncio.CancelledError:
-            for _, _, future in batch:
-                future.cancel()
-            raise
+                await conn.connect()
+            wire = _Wire(self, conn)
+        except BaseException as exc:  # every caller waiting for it learns why
+            if self._connecting is asyncio.current_task():
+                self._connecting = None
+            waiting, self._unsent = self._unsent, []
+            failure = exc if isinstance(exc, Exception) else ConnectionError("Closed.")
+            for item in waiting:
+                item.fail(_copy(failure))
+            await conn.disconnect(nowait=True)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        if self._connecting is asyncio.current_task():
+            self._connecting = None
+        self._wire = wire
+        waiting, self._unsent = self._unsent, []
+        self._transmit(waiting)
 
-    async def _pipeline(self, batch: list[_Queued]) -> None:
-        """One write, then each reply in order, on one connection: what redis-py's pipeline
-        does, without its per-command bookkeeping (which cost more than Redis did)."""
-        pool = self._client.connection_pool
-        conn = self._idle.pop() if self._idle else await pool.get_connection()  # type: ignore[no-untyped-call]  # redis-py: untyped
-        left = list(batch)  # the commands not yet answered, in order
-        try:
-            # As redis-py does: a connection error is retried (once, by the client's policy)
-            # on a fresh connection, for the commands not yet answered.
-            await conn.retry.call_with_retry(
-                lambda: self._exchange(conn, left), lambda _: conn.disconnect()
-            )
-        except BaseException:
-            await conn.disconnect()  # a reply may still be on its way: never reuse it
-            await pool.release(conn)
-            raise
-        self._idle.append(conn)
+    def _broken(self, wire: _Wire, exc: Exception, retry: bool = True) -> None:
+        """The connection failed (closed, unreadable, or a reply overdue): every command on it
+        that was not answered is sent once more on a new connection, as redis-py retries a
+        connection error; an overdue reply (the store is stuck, not gone) is not retried."""
+        if self._wire is wire:
+            self._wire = None
+        again = [s for s in wire.pending if not s.tries] if retry else []
+        for item in wire.pending:
+            if item not in again:
+                item.fail(_copy(exc))
+        wire.pending.clear()
+        if again:
+            for item in again:
+                item.tries += 1
+            self._transmit(again)
 
-    async def _exchange(self, conn: Any, left: list[_Queued]) -> None:
-        """Each caller has its reply as soon as it is read, not once the batch's last is."""
-        await conn.send_packed_command(pack([args for args, _, _ in left], conn.encoder))
-        while left:
-            args, options, future = left[0]
-            try:
-                result = await self._client.parse_response(conn, args[0], **options)
-            except ResponseError as exc:  # that command's own error, for its caller alone
-                result = exc
-            del left[0]
-            if future.done():
-                continue
-            if isinstance(result, Exception):
-                future.set_exception(result)
+    def answer(self, item: _Sent, reply: Any) -> None:
+        """One reply, to its caller: an error reply as that command's exception alone."""
+        future, options = item.future, item.options
+        if future.done():  # the caller is gone
+            return
+        if isinstance(reply, ResponseError):
+            if EMPTY_RESPONSE in options:
+                future.set_result(options[EMPTY_RESPONSE])
             else:
-                future.set_result(result)
+                future.set_exception(reply)
+            return
+        callback = self._callbacks.get(item.args[0])
+        if callback is None:
+            future.set_result(reply)
+            return
+        if options:
+            options = {k: v for k, v in options.items() if k not in _NOT_FOR_CALLBACKS}
+        try:
+            result = callback(reply, **options)
+        except Exception as exc:
+            future.set_exception(exc)
+            return
+        if inspect.isawaitable(result):  # an async callback (none of the core commands')
+            waited = asyncio.ensure_future(result)
+            waited.add_done_callback(lambda done: _chain(done, future))
+        else:
+            future.set_result(result)
+
+    async def aclose(self) -> None:
+        """Close the connection; callers still waiting get a connection error."""
+        exc = ConnectionError("The store client was closed.")
+        wire, self._wire = self._wire, None
+        if wire is not None:
+            wire.close(exc, retry=False)
+        if self._connecting is not None:
+            self._connecting.cancel()
+            self._connecting = None
+        waiting, self._unsent = self._unsent, []
+        for item in waiting:
+            item.fail(_copy(exc))
+
+
+def _chain(done: asyncio.Future[Any], future: asyncio.Future[Any]) -> None:
+    if future.done():
+        return
+    if done.cancelled():
+        future.cancel()
+    elif (exc := done.exception()) is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(done.result())
+
+
+class _Sent:
+    """A command on its way: its caller, and whether it was sent again after a broken link."""
+
+    __slots__ = ("args", "future", "options", "tries")
+
+    def __init__(self, args: tuple[Any, ...], options: dict[str, Any], future: Future) -> None:
+        self.args, self.options, self.future = args, options, future
+        self.tries = 0
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+
+class _Wire(asyncio.Protocol):
+    """One Redis connection: each batch written as it comes, each reply handed to its caller
+    as soon as it is read (Redis answers in order). A batch not answered within the timeout
+    means the store is stuck: the connection is dropped and its callers fail."""
+
+    def __init__(self, owner: Coalescer, conn: Any) -> None:
+        self.owner, self.conn, self.loop = owner, conn, asyncio.get_running_loop()
+        self.pending: deque[_Sent] = deque()
+        self.deadlines: deque[tuple[float, _Sent]] = deque()  # each batch's last command
+        self.watch: asyncio.TimerHandle | None = None
+        self.encoder = conn.encoder
+        options: dict[str, Any] = {"replyError": _error, "notEnoughData": _MORE}
+        if self.encoder.decode_responses:
+            options["encoding"] = self.encoder.encoding
+            options["errors"] = self.encoder.encoding_errors
+        self.reader = hiredis.Reader(**options)
+        # redis-py opened it (and read its handshake) through asyncio streams; from here on
+        # this protocol reads it.
+        self.transport: asyncio.Transport = conn._writer.transport
+        self.transport.set_protocol(self)
+
+    def send(self, batch: list[_Sent], deadline: float) -> None:
+        encoder, out, sent = self.encoder, [], []
+        for item in batch:
+            if item.future.done():  # the caller is gone before it was sent
+                continue
+            try:
+                out.append(pack_one(item.args, encoder))
+            except Exception as exc:  # a value redis-py would not encode: that caller alone
+                item.fail(exc)
+                continue
+            sent.append(item)
+        if not sent:
+            return
+        self.pending.extend(sent)
+        self.deadlines.append((deadline, sent[-1]))
+        self.transport.write(b"".join(out))
+        if self.watch is None:
+            self.watch = self.loop.call_at(deadline, self._check)
+
+    def data_received(self, data: bytes) -> None:
+        reader, pending, answer = self.reader, self.pending, self.owner.answer
+        reader.feed(data)
+        while True:
+            try:
+                reply = reader.gets()
+            except Exception as exc:  # not RESP: nothing more on it can be trusted
+                self.close(ConnectionError(f"Unreadable reply from the store: {exc}"))
+                return
+            if reply is _MORE:
+                return
+            if _PUSH is not None and isinstance(reply, _PUSH):
+                continue  # RESP3 pushes answer no command
+            if not pending:
+                self.close(ConnectionError("A reply from the store that no command asked for."))
+                return
+            item = pending.popleft()
+            deadlines = self.deadlines
+            if deadlines and deadlines[0][1] is item:
+                deadlines.popleft()
+            answer(item, reply)
+
+    def _check(self) -> None:
+        """At the oldest batch's deadline: overdue, or watch the next one."""
+        self.watch = None
+        if not self.deadlines:
+            return
+        deadline = self.deadlines[0][0]
+        if deadline <= self.loop.time():
+            # Stuck, not gone: sending its commands again would only wait longer.
+            self.close(TimeoutError("The store did not answer in time."), retry=False)
+        else:
+            self.watch = self.loop.call_at(deadline, self._check)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.close(ConnectionError(f"Connection to the store lost: {exc or 'closed by server'}."))
+
+    def close(self, exc: Exception, retry: bool = True) -> None:
+        if self.watch is not None:
+            self.watch.cancel()
+            self.watch = None
+        self.deadlines.clear()
+        if not self.transport.is_closing():
+            self.transport.abort()
+        self.conn._reader = self.conn._writer = None  # closed here; redis-py must not wait on it
+        self.owner._broken(self, exc, retry)
 
 
 def pack(commands: list[tuple[Any, ...]], encoder: Any) -> bytes:
-    """RESP for several commands, as redis-py encodes them (a command name with a space is
-    several words; values other than bytes, str, int and float go through the encoder)."""
-    out: list[bytes] = []
-    fast = _hiredis_pack is not None and (encoder.encoding, encoder.encoding_errors) == _UTF8
-    for command in commands:
-        first, rest = command[0], command[1:]
-        if (isinstance(first, str) and " " in first) or (
-            isinstance(first, bytes) and b" " in first
-        ):
-            command = (*first.split(), *rest)
-        if fast:
-            try:
-                out.append(_hiredis_pack(command))  # type: ignore[misc]  # fast: it is there
-                continue
-            except TypeError:  # a type it does not pack (memoryview, bool): as redis-py does
-                pass
-        out.append(b"*%d\r\n" % len(command))
-        for arg in command:
-            if isinstance(arg, bytes):
-                value = arg
-            elif isinstance(arg, str):
-                value = arg.encode(encoder.encoding, encoder.encoding_errors)
-            elif isinstance(arg, int) and not isinstance(arg, bool):
-                value = b"%d" % arg
-            else:  # floats, memoryviews; booleans and the rest raise DataError there
-                value = encoder.encode(arg)
-            out.append(b"$%d\r\n%s\r\n" % (len(value), value))
+    """RESP for several commands, as redis-py encodes them."""
+    return b"".join(pack_one(command, encoder) for command in commands)
+
+
+def pack_one(command: tuple[Any, ...], encoder: Any) -> bytes:
+    """RESP for one command, as redis-py encodes it (a command name with a space is several
+    words; values other than bytes, str, int and float go through the encoder)."""
+    first = command[0]
+    if (isinstance(first, str) and " " in first) or (isinstance(first, bytes) and b" " in first):
+        command = (*first.split(), *command[1:])
+    if _hiredis_pack is not None and (encoder.encoding, encoder.encoding_errors) == _UTF8:
+        try:
+            return _hiredis_pack(command)
+        except TypeError:  # a type it does not pack (memoryview, bool): as redis-py does
+            pass
+    out = [b"*%d\r\n" % len(command)]
+    for arg in command:
+        if isinstance(arg, bytes):
+            value = arg
+        elif isinstance(arg, str):
+            value = arg.encode(encoder.encoding, encoder.encoding_errors)
+        elif isinstance(arg, int) and not isinstance(arg, bool):
+            value = b"%d" % arg
+        else:  # floats, memoryviews; booleans and the rest raise DataError there
+            value = encoder.encode(arg)
+        out.append(b"$%d\r\n%s\r\n" % (len(value), value))
     return b"".join(out)
 
 
@@ -246,4 +420,11 @@ def coalesce(client: Redis, timeout_s: float) -> Redis:
     coalescer = Coalescer(client, timeout_s)
     # Every command of the client, scripts included, goes through this one method.
     client.execute_command = coalescer.execute_command  # type: ignore[method-assign]
+    close = client.aclose
+
+    async def aclose(*args: Any, **kwargs: Any) -> None:
+        await coalescer.aclose()
+        await close(*args, **kwargs)
+
+    client.aclose = aclose  # type: ignore[method-assign]
     return client

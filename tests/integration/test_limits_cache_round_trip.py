@@ -9,8 +9,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.mock import MockState
-from gateway.store.coalesce import Coalescer
 from tests.conftest import KEY_A, sha
+from tests.integration.test_store_coalesce import count_round_trips
 
 Client = TestClient[Any, Any]
 A = {"Authorization": f"Bearer {KEY_A}"}
@@ -20,17 +20,9 @@ pytestmark = pytest.mark.redis
 
 
 @pytest.fixture
-def trips(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """How many commands each round trip to the store carried."""
-    sizes: list[int] = []
-    exchange = Coalescer._exchange
-
-    async def recording(self: Coalescer, conn: Any, batch: list[Any]) -> list[Any]:
-        sizes.append(len(batch))
-        return await exchange(self, conn, batch)
-
-    monkeypatch.setattr(Coalescer, "_exchange", recording)
-    return sizes
+def trips(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The commands each round trip to the store carried."""
+    return count_round_trips(monkeypatch)
 
 
 async def limited_cached_gateway(
@@ -59,14 +51,14 @@ async def limited_cached_gateway(
 
 
 async def test_reservation_and_cache_read_travel_together(
-    make_gateway: Callable[..., Awaitable[Client]], redis_url: str, trips: list[int]
+    make_gateway: Callable[..., Awaitable[Client]], redis_url: str, trips: list[list[str]]
 ) -> None:
     gateway = await limited_cached_gateway(make_gateway, redis_url, rpm=100)
     trips.clear()  # start-up: loading scripts, the first sweep
     resp = await gateway.post("/v1/chat/completions", json=CHAT, headers=A)
     assert resp.status == 200
     assert resp.headers["x-gateway-cache"] == "MISS"
-    assert trips[0] == 2  # the reservation and the cache lookup: one round trip
+    assert len(trips[0]) == 2  # the reservation and the cache lookup: one round trip
 
 
 async def test_a_refused_request_is_not_answered_from_the_cache(

@@ -12,21 +12,21 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError, NoScriptError, ResponseError
 
 from gateway.store import open_store
-from gateway.store.coalesce import Coalescer, pack
+from gateway.store.coalesce import _Wire, pack
 
 pytestmark = pytest.mark.redis
 
 
 def count_round_trips(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
-    """The command names of every round trip the coalescer makes."""
+    """The command names of every round trip (one write) the coalescer makes."""
     trips: list[list[str]] = []
-    exchange = Coalescer._exchange
+    send = _Wire.send
 
-    async def recording(self: Coalescer, conn: Any, batch: list[Any]) -> list[Any]:
-        trips.append([str(args[0]) for args, _, _ in batch])
-        return await exchange(self, conn, batch)
+    def recording(self: _Wire, batch: list[Any], deadline: float) -> None:
+        trips.append([str(item.args[0]) for item in batch if not item.future.done()])
+        send(self, batch, deadline)
 
-    monkeypatch.setattr(Coalescer, "_exchange", recording)
+    monkeypatch.setattr(_Wire, "send", recording)
     return trips
 
 

@@ -1,0 +1,185 @@
+"""The coalesced store client's one connection: written as commands come, answered in order,
+re-sent once after a dropped connection, failed fast when the store is stuck."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
+
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import DataError
+
+from gateway.store import COMMAND_TIMEOUT_S, open_store
+from tests.integration.test_store_coalesce import count_round_trips
+
+pytestmark = pytest.mark.redis
+
+
+class Relay:
+    """A TCP relay in front of Redis that a test can make drop a connection when a command
+    names a key of its choosing (before Redis sees it), or stop answering."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.port = 0
+        self.cuts = 0  # drop this many connections, each on a command naming `cut_key`
+        self.cut_key = b"n"
+        self.frozen = False  # hold every reply back
+        self.connections = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        self._writers += [writer, up_writer]
+        for task in (
+            asyncio.create_task(self._commands(reader, up_writer, writer)),
+            asyncio.create_task(self._replies(up_reader, writer)),
+        ):
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _commands(
+        self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, client: asyncio.StreamWriter
+    ) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            while data := await src.read(65536):
+                if self.cuts > 0 and b"\r\n" + self.cut_key + b"\r\n" in data:
+                    self.cuts -= 1
+                    client.transport.abort()  # the command never reaches Redis
+                    break
+                dst.write(data)
+                await dst.drain()
+        dst.close()
+
+    async def _replies(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            while data := await src.read(65536):
+                while self.frozen:
+                    await asyncio.sleep(0.01)
+                dst.write(data)
+                await dst.drain()
+        dst.close()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for writer in self._writers:
+            writer.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+
+@pytest.fixture
+async def relay(redis_url: str) -> AsyncIterator[Relay]:
+    parts = urlsplit(redis_url)
+    relay = Relay(parts.hostname or "127.0.0.1", parts.port or 6379)
+    await relay.start()
+    yield relay
+    await relay.stop()
+
+
+@pytest.fixture
+async def store(relay: Relay, redis_url: str) -> AsyncIterator[Redis]:
+    db = urlsplit(redis_url).path.lstrip("/") or "0"
+    client: Redis = open_store(f"redis://127.0.0.1:{relay.port}/{db}")  # type: ignore[assignment]
+    await client.delete("n")
+    yield client
+    await client.aclose()
+
+
+async def test_a_dropped_connection_is_replaced_and_its_commands_sent_again(
+    store: Redis, relay: Relay
+) -> None:
+    relay.cuts = 1
+    assert await store.incr("n") == 1  # answered on a second connection
+    assert relay.connections == 2
+    assert await store.get("n") == b"1"  # and run once: the first never reached Redis
+
+
+async def test_commands_are_sent_again_only_once(store: Redis, relay: Relay) -> None:
+    relay.cuts = 2
+    with pytest.raises(RedisConnectionError):
+        await store.incr("n")
+    assert await store.incr("n") == 1  # a new connection for the next command
+
+
+async def test_a_stuck_store_fails_its_callers_at_the_timeout_and_is_left(
+    store: Redis, relay: Relay
+) -> None:
+    await store.ping()
+    relay.frozen = True
+    began = time.monotonic()
+    results = await asyncio.gather(store.incr("n"), store.get("n"), return_exceptions=True)
+    waited = time.monotonic() - began
+    assert all(isinstance(r, TimeoutError) for r in results)
+    assert COMMAND_TIMEOUT_S * 0.9 <= waited < COMMAND_TIMEOUT_S + 1
+    relay.frozen = False
+    assert await store.get("n") == b"1"  # a new connection; the stuck one is gone
+    assert relay.connections == 2
+
+
+async def test_batches_sent_before_earlier_replies_come_back_get_their_own_replies(
+    store: Redis, relay: Relay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await store.ping()
+    trips = count_round_trips(monkeypatch)
+    relay.frozen = True  # every reply waits, so later batches go out behind earlier ones
+    first = asyncio.ensure_future(store.incr("n"))
+    await asyncio.sleep(0.02)
+    second = asyncio.ensure_future(asyncio.gather(store.incr("n"), store.get("n")))
+    await asyncio.sleep(0.02)
+    relay.frozen = False
+    assert await first == 1
+    assert await second == [2, b"2"]
+    assert trips == [["INCRBY"], ["INCRBY", "GET"]]
+    assert relay.connections == 1
+
+
+async def test_many_replies_split_across_reads_reach_their_callers(store: Redis) -> None:
+    values = [f"v{i}-" + "x" * (i % 300) for i in range(2000)]
+    await asyncio.gather(*(store.set(f"k{i}", v) for i, v in enumerate(values)))
+    try:
+        got = await asyncio.gather(*(store.get(f"k{i}") for i in range(len(values))))
+    finally:
+        await store.delete(*(f"k{i}" for i in range(len(values))))
+    assert got == [v.encode() for v in values]
+
+
+async def test_a_value_that_cannot_be_sent_fails_its_caller_alone(store: Redis) -> None:
+    bad, good = await asyncio.gather(
+        store.set("n", True),  # type: ignore[arg-type]  # what redis-py refuses
+        store.incr("n"),
+        return_exceptions=True,
+    )
+    assert isinstance(bad, DataError)
+    assert good == 1
+
+
+async def test_closing_the_client_fails_its_waiting_callers_at_once(
+    store: Redis, relay: Relay
+) -> None:
+    await store.ping()
+    relay.frozen = True
+    waiting = asyncio.ensure_future(store.incr("n"))
+    await asyncio.sleep(0.02)
+    began = time.monotonic()
+    await store.aclose()
+    with pytest.raises(RedisConnectionError):
+        await waiting
+    assert time.monotonic() - began < COMMAND_TIMEOUT_S / 2
+    relay.frozen = False
