@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 
 FinishHook = Callable[["RequestContext"], Awaitable[None]]
 StaleAnswer = Callable[["RequestContext"], Awaitable["web.StreamResponse | None"]]
+# Given the request rather than holding it: a filter kept on the context that referred back to
+# the context would leave every streamed request's objects to the cycle collector.
+StreamFilter = Callable[["RequestContext", bytes], bytes]
 
 
 @dataclass(slots=True)
@@ -76,7 +79,7 @@ class RequestContext:
     capture_stream: bool = False
     captured: list[bytes] = field(default_factory=list)
     # Applied to each stream chunk before it reaches the client (after capture and usage).
-    stream_filter: Callable[[bytes], bytes] | None = None
+    stream_filter: StreamFilter | None = None
     # Set by the cache: an answer to serve when every upstream target failed.
     stale_answer: StaleAnswer | None = None
     # Headers every response to this request carries (set before the response is prepared).

@@ -80,7 +80,9 @@ async def stamp_headers(request: web.Request, response: web.StreamResponse) -> N
     response.headers["Server"] = "llm-gateway"
     if request.app[DRAIN].draining:
         response.force_close()  # a draining process takes no further request on this one
-    ctx = request.get(CONTEXT)
+    # Taken off the request: the context refers to the request, and the two referring to each
+    # other would leave every request's objects to the cycle collector.
+    ctx = request.pop(CONTEXT, None)
     if ctx is not None:
         response.headers.update(ctx.response_headers)
     request_id = request.get(REQUEST_ID)

@@ -95,7 +95,7 @@ async def relay_stream(
             if ctx.capture_stream:
                 ctx.captured.append(chunk)
             if ctx.stream_filter is not None:
-                chunk = ctx.stream_filter(chunk)
+                chunk = ctx.stream_filter(ctx, chunk)
             if chunk:
                 await response.write(chunk)
             async with asyncio.timeout(idle):

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from gateway.context import RequestContext
+from gateway.context import RequestContext, StreamFilter
 
 # SSE framing overhead: a stream is many times larger than the answer it carries (each
 # OpenAI chunk repeats id, model and created), so the raw capture may exceed the entry limit
@@ -24,18 +23,15 @@ class CaptureLimit:
     large to be stored, it stops the capture and frees what was held. Then hands the chunk to
     the filter that was there before (`then`)."""
 
-    __slots__ = ("_ctx", "_left", "_then")
+    __slots__ = ("_left", "_then")
 
-    def __init__(
-        self, ctx: RequestContext, max_bytes: int, then: Callable[[bytes], bytes] | None
-    ) -> None:
-        self._ctx = ctx
+    def __init__(self, max_bytes: int, then: StreamFilter | None) -> None:
         self._left = max_bytes
         self._then = then
 
-    def __call__(self, chunk: bytes) -> bytes:
+    def __call__(self, ctx: RequestContext, chunk: bytes) -> bytes:
         self._left -= len(chunk)
-        if self._left < 0 and self._ctx.capture_stream:
-            self._ctx.capture_stream = False
-            self._ctx.captured.clear()
-        return self._then(chunk) if self._then is not None else chunk
+        if self._left < 0 and ctx.capture_stream:
+            ctx.capture_stream = False
+            ctx.captured.clear()
+        return self._then(ctx, chunk) if self._then is not None else chunk

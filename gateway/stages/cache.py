@@ -210,7 +210,7 @@ class _Job:
         if ctx.stream and self.kind != "embedding":
             ctx.capture_stream = True
             limit = self.config.max_entry_bytes * CAPTURE_FACTOR
-            ctx.stream_filter = CaptureLimit(ctx, limit, ctx.stream_filter)
+            ctx.stream_filter = CaptureLimit(limit, ctx.stream_filter)
 
     def client_wants_usage(self) -> bool:
         """Read from the client's own bytes: the gateway may ask the provider for usage itself."""

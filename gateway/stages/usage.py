@@ -30,7 +30,7 @@ async def ensure_stream_usage(ctx: RequestContext, call_next: Next) -> web.Strea
         ctx.upstream_body = orjson.dumps(upstream)
         strip = True
     if ctx.stream:
-        ctx.stream_filter = StreamTap(ctx, strip)
+        ctx.stream_filter = StreamTap(strip)
     return await call_next(ctx)
 
 
@@ -45,16 +45,15 @@ class StreamTap:
     """Counts the events relayed; with `strip`, drops the usage-only chunk and the
     `"usage":null` field OpenAI adds to every chunk once usage is asked for."""
 
-    __slots__ = ("_buffer", "_ctx", "_strip")
+    __slots__ = ("_buffer", "_strip")
 
-    def __init__(self, ctx: RequestContext, strip: bool) -> None:
-        self._ctx = ctx
+    def __init__(self, strip: bool) -> None:
         self._strip = strip
         self._buffer = b""
 
-    def __call__(self, chunk: bytes) -> bytes:
+    def __call__(self, ctx: RequestContext, chunk: bytes) -> bytes:
         if not self._strip:
-            self._ctx.stream_events += chunk.count(b"\n\n")
+            ctx.stream_events += chunk.count(b"\n\n")
             return chunk
         # Whole events only: an event split across reads waits for its end.
         self._buffer += chunk
@@ -64,7 +63,7 @@ class StreamTap:
         complete, self._buffer = self._buffer[: cut + 2], self._buffer[cut + 2 :]
         kept = []
         for event in complete.split(b"\n\n")[:-1]:
-            self._ctx.stream_events += 1
+            ctx.stream_events += 1
             if not _is_usage_chunk(event):
                 kept.append(event.replace(b',"usage":null', b"") + b"\n\n")
         return b"".join(kept)

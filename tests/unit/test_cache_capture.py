@@ -18,14 +18,14 @@ def test_capture_is_abandoned_and_freed_once_past_its_limit() -> None:
     ctx = FakeContext()
     seen: list[bytes] = []
 
-    def earlier_filter(chunk: bytes) -> bytes:
+    def earlier_filter(ctx: object, chunk: bytes) -> bytes:
         seen.append(chunk)
         return chunk.upper()
 
-    limit = CaptureLimit(ctx, 10, earlier_filter)  # type: ignore[arg-type]
+    limit = CaptureLimit(10, earlier_filter)
     for chunk in (b"abcd", b"efgh", b"ijkl"):
         ctx.captured.append(chunk)  # the upstream stage captures before the filter runs
-        assert limit(chunk) == chunk.upper()
+        assert limit(ctx, chunk) == chunk.upper()  # type: ignore[arg-type]
     assert not ctx.capture_stream
     assert ctx.captured == []
     assert seen == [b"abcd", b"efgh", b"ijkl"]  # the filter that was there still runs
@@ -33,7 +33,7 @@ def test_capture_is_abandoned_and_freed_once_past_its_limit() -> None:
 
 def test_capture_under_its_limit_is_kept() -> None:
     ctx = FakeContext(captured=[b"abc"])
-    assert CaptureLimit(ctx, 10, None)(b"abc") == b"abc"  # type: ignore[arg-type]
+    assert CaptureLimit(10, None)(ctx, b"abc") == b"abc"  # type: ignore[arg-type]
     assert ctx.capture_stream
     assert ctx.captured == [b"abc"]
 
