@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import traceback
+
 
 class GatewayError(Exception):
     """An error the gateway answers with; only the edge renders it, in the client's dialect.
@@ -102,3 +104,21 @@ class InternalError(GatewayError):
     status = 500
     error_type = "api_error"
     code = "internal_error"
+
+
+def release(exc: BaseException) -> None:
+    """Let go of what a handled exception still holds: the local variables of the frames it
+    passed through, and the exceptions chained to it. Both can lead back to the exception (a
+    frame that kept it in a variable; an error kept on the failure it was raised from), which
+    would leave it, and every object of its request, to the cycle collector."""
+    pending: list[BaseException] = [exc]
+    seen: set[int] = set()
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        traceback.clear_frames(current.__traceback__)  # a frame still running is left as is
+        linked = (current.__cause__, current.__context__, *current.args)  # args: a wrapped error
+        pending += [e for e in linked if isinstance(e, BaseException)]
+        current.__cause__ = current.__context__ = None

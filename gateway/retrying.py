@@ -77,12 +77,17 @@ class TargetRetries:
             reraise=True,
         )
         failure: AttemptFailed | None = first
-        async for tried in retrying:
-            with tried:
-                if failure is not None:
-                    failed, failure = failure, None
-                    raise failed
-                return await self._try()
+        try:
+            async for tried in retrying:
+                with tried:
+                    if failure is not None:
+                        failed, failure = failure, None
+                        raise failed
+                    return await self._try()
+        finally:
+            # Its call state and it refer to each other, and through our callbacks to the
+            # request: emptied, it takes nothing of the request to the cycle collector.
+            vars(retrying).clear()
         raise RuntimeError("tenacity stopped without an outcome")  # reraise=True raises
 
     async def _try(self) -> Answer:

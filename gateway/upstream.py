@@ -11,6 +11,7 @@ from aiohttp import web
 from gateway.attempts import HTTP_SESSION, Answer, AttemptFailed, attempt, close_answer
 from gateway.context import RequestContext
 from gateway.deadline import Deadline, request_deadline
+from gateway.errors import release
 from gateway.fallbacks import Target, request_targets
 from gateway.hedging import hedged
 from gateway.json_mode import anomalies, wants_json
@@ -40,7 +41,10 @@ async def call_upstream(ctx: RequestContext, call_next: Next) -> web.StreamRespo
         async with asyncio.timeout(deadline.remaining_s()):
             answer = await _first_answer(ctx, res, deadline)
     except AttemptFailed as failed:
-        return await _give_up(ctx, res, failed)
+        try:
+            return await _give_up(ctx, res, failed)
+        finally:
+            release(failed)  # the failed tries' state, which refers to itself
     except TimeoutError:
         return await _give_up_late(ctx, res, deadline)
     _answered_by(ctx, answer.target)
