@@ -36,9 +36,9 @@ def announce_crossings(
             "limit_usd": usd(c.limit_micro),
         }
         _log.warning("budget_threshold", **notice)
-        ctx.request.app[METRICS].budget_alert(c.scope, c.percent)
+        ctx.app[METRICS].budget_alert(c.scope, c.percent)
         if key.webhook_url and c.scope.startswith(("k:", "kr:")):
-            session = ctx.request.app[HTTP_SESSION]
+            session = ctx.app[HTTP_SESSION]
             body = {"event": "budget_threshold", **notice}
             task = asyncio.create_task(_post(session, key.webhook_url, body))
             _pending.add(task)

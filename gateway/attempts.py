@@ -133,7 +133,7 @@ async def _exchange(ctx: RequestContext, res: Resilience, target: Target) -> Ans
     url = provider.url(ctx.request.path)
     if ctx.request.query_string:
         url = f"{url}?{ctx.request.query_string}"
-    session = ctx.request.app[HTTP_SESSION]
+    session = ctx.app[HTTP_SESSION]
     headers = upstream_headers(ctx.request.headers, provider.headers, provider.default_headers)
     try:
         upstream = await session.request(

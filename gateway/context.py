@@ -73,8 +73,10 @@ class RequestContext:
     cache_status: str | None = None
     # Output anomalies seen in the answer (invalid_json, empty, truncated, refusal).
     anomalies: list[str] = field(default_factory=list)
-    # The buffered answer body the client received (None for streams and errors).
+    # The buffered answer body the client received (None for streams and errors), and the
+    # object it parses to when the gateway read it (parsed once, for usage, checks, cache).
     response_body: bytes | None = None
+    response_parsed: Any = None
     # When True, the terminal stage keeps the raw upstream chunks of a successful stream.
     capture_stream: bool = False
     captured: list[bytes] = field(default_factory=list)
@@ -88,6 +90,10 @@ class RequestContext:
     on_finish: list[FinishHook] = field(default_factory=list)
     # The check a stage started before the upstream call (see gateway.stages.gates).
     gate: asyncio.Task[Any] | None = None
+    app: web.Application = field(init=False)  # the request's, read once: a property there
+
+    def __post_init__(self) -> None:
+        self.app = self.request.app
 
     def elapsed_s(self) -> float:
         return time.perf_counter() - self.started

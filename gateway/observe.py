@@ -27,7 +27,7 @@ _REJECTED_4XX = {
 
 def record_request(ctx: RequestContext, fields: dict[str, Any]) -> None:
     """Called once per request by `finish`, after the finish hooks (cost is known)."""
-    app = ctx.request.app
+    app = ctx.app
     record_metrics(app[METRICS], ctx)
     log = app.get(REQUEST_LOG)
     if log is not None:
@@ -111,7 +111,7 @@ def timed_upstream(stage: Stage) -> Stage:
     """
 
     async def run(ctx: RequestContext, call_next: Next) -> web.StreamResponse:
-        metrics = ctx.request.app[METRICS]
+        metrics = ctx.app[METRICS]
         gauge = metrics.streams_in_flight if ctx.stream else None
         started = time.perf_counter()
         if gauge is not None:

@@ -49,6 +49,7 @@ def _read_answer(ctx: RequestContext, answer: Answer, body: bytes) -> None:
     except orjson.JSONDecodeError:
         ctx.outcome = "malformed_answer"
         return
+    ctx.response_parsed = parsed
     ctx.usage = _sum(answer.earlier_usage, answer.target.provider.usage_from_body(parsed))
     for name in anomalies(ctx.request.path, ctx.payload, parsed):
         add_anomaly(ctx, name)
@@ -143,7 +144,7 @@ def _count_interruption(ctx: RequestContext) -> None:
     """A stream that breaks is not retried, but it is counted, logged, and held against the
     target's circuit like any other failure."""
     route, provider = ctx.target()
-    res = ctx.request.app[RESILIENCE]
+    res = ctx.app[RESILIENCE]
     res.stats.stream_interruptions[provider.name] += 1
     circuit = res.circuits.get(provider.name, ctx.upstream_model or "", route.circuit)
     circuit.record(Permit.NORMAL, ok=False)

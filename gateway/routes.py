@@ -29,18 +29,20 @@ STORE: web.AppKey[Store] = web.AppKey("store")
 
 
 async def proxy(request: web.Request) -> web.StreamResponse:
+    app = request.app
     ctx = RequestContext(
         request=request,
-        runtime=request.app[RUNTIME],
+        runtime=app[RUNTIME],
         request_id=request[REQUEST_ID],
         dialect=dialect_for(request),
     )
     request[CONTEXT] = ctx
-    request.app[METRICS].in_flight.inc()
+    in_flight = app[METRICS].in_flight
+    in_flight.inc()
     try:
         return await _answer(ctx)
     finally:
-        request.app[METRICS].in_flight.dec()
+        in_flight.dec()
         await settle(ctx)
 
 
@@ -51,7 +53,7 @@ async def settle(ctx: RequestContext) -> None:
     before the bill measured worse: 15 % fewer requests/s at saturation, and a higher median
     under bursts.) A client that left is cancelled again afterwards; a drain's cut is not, so
     that an answer already decided still goes out."""
-    task = ctx.request.app[DRAIN].finish_later(finish(ctx))
+    task = ctx.app[DRAIN].finish_later(finish(ctx))
     try:
         await asyncio.shield(task)
     except asyncio.CancelledError:
@@ -64,7 +66,7 @@ async def settle(ctx: RequestContext) -> None:
 
 async def _answer(ctx: RequestContext) -> web.StreamResponse:
     try:
-        response = await ctx.request.app[PIPELINE](ctx)
+        response = await ctx.app[PIPELINE](ctx)
     except GatewayError as err:
         ctx.status, ctx.error_code = err.status, err.code
         ctx.outcome = "rejected" if err.status < 500 else "failed"

@@ -32,7 +32,7 @@ async def call_upstream(ctx: RequestContext, call_next: Next) -> web.StreamRespo
     returned after them carries `x-should-retry: false`, so SDKs do not multiply attempts."""
     await passed(ctx)  # the limits' verdict: nothing goes upstream before it
     route, _ = ctx.target()
-    res = ctx.request.app[RESILIENCE]
+    res = ctx.app[RESILIENCE]
     deadline = request_deadline(route, ctx.request.headers, ctx.elapsed_s())
     ctx.response_headers["x-gateway-attempts"] = str(ctx.attempts)
     try:

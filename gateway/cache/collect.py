@@ -17,6 +17,8 @@ def answer_body(ctx: RequestContext, kind: Kind) -> tuple[bytes, Any] | None:
     """The answer as (non-stream JSON bytes, parsed object): the buffered body as the client
     received it, or the captured stream assembled."""
     if ctx.response_body is not None:
+        if ctx.response_parsed is not None:
+            return ctx.response_body, ctx.response_parsed
         try:
             return ctx.response_body, orjson.loads(ctx.response_body)
         except orjson.JSONDecodeError:

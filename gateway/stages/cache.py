@@ -49,13 +49,13 @@ async def cache_responses(ctx: RequestContext, call_next: Next) -> web.StreamRes
     except GatewayError:
         await passed(ctx)  # a refusal by the limits comes first, as it always has
         raise
-    state = request.app[CACHE_STATE]
+    state = ctx.app[CACHE_STATE]
     try:
         if plan.kind is None or not plan.write:
             mark(ctx, "BYPASS")
             return await call_next(ctx)
         job = _Job(
-            ctx, plan.kind, plan, config, _key(ctx, config), state.store(request.app), state.writing
+            ctx, plan.kind, plan, config, _key(ctx, config), state.store(ctx.app), state.writing
         )
         if not plan.read:  # Cache-Control: no-cache: a fresh answer, which refreshes the entry
             mark(ctx, "BYPASS")
@@ -189,7 +189,7 @@ class _Job:
         # memory (its followers, and any request right behind); other replicas wait on the
         # key's lock, which the write releases.
         self.writing[self.key] = entry
-        ctx.request.app[DRAIN].finish_later(self._put(entry, ttl_ms, token))
+        ctx.app[DRAIN].finish_later(self._put(entry, ttl_ms, token))
         return response, entry
 
     async def _put(self, entry: Entry, ttl_ms: int, token: str) -> None:

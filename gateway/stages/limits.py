@@ -56,7 +56,7 @@ async def enforce_limits(ctx: RequestContext, call_next: Next) -> web.StreamResp
 
 
 def _warn_unpriced(ctx: RequestContext, plan: Plan) -> None:
-    seen = ctx.request.app[UNPRICED_SEEN]
+    seen = ctx.app[UNPRICED_SEEN]
     model = ctx.upstream_model or ""
     if model not in seen and len(seen) < 1000:  # bounded: model names come from clients
         seen.add(model)
@@ -77,7 +77,7 @@ async def _reserve(ctx: RequestContext, plan: Plan) -> Period | None:
     """Reserve the worst case against every budget and take from the rate limits; returns
     the store's (day, month) period ids, or None when the store is out (and policy allows)."""
     key = ctx.authenticated_key()
-    accounting = ctx.request.app[ACCOUNTING]
+    accounting = ctx.app[ACCOUNTING]
     try:
         result = await accounting.reserve(
             ctx.request_id,
@@ -163,13 +163,13 @@ def _reset_time(period: str, day: str, month: str) -> str:
 def _on_store_error(ctx: RequestContext, plan: Plan, exc: StoreUnavailable) -> None:
     """Budgets fail closed (or within a per-process allowance); rate limits fail open."""
     _log.warning("store_unavailable", stage="limits", request_id=ctx.request_id, error=str(exc))
-    ctx.request.app[METRICS].redis_error("budget")
+    ctx.app[METRICS].redis_error("budget")
     if not plan.scopes:
         return
     key = ctx.authenticated_key()
     config = ctx.runtime.config.accounting
     if config.budget_on_store_error == "allowance":
-        allowance = ctx.request.app[OUTAGE_SPEND]
+        allowance = ctx.app[OUTAGE_SPEND]
         spent = allowance.get(key.name, 0) + plan.amount_micro
         if spent <= round(key.outage_allowance_usd * 1_000_000):
             allowance[key.name] = spent
@@ -209,7 +209,7 @@ async def _settle(ctx: RequestContext, plan: Plan, period: Period | None) -> Non
     ctx.cost_micro, ctx.cost_source = cost, source
     reserved = (plan.amount_micro, plan.tokens) if period is not None else (0, 0)
     try:
-        crossings = await ctx.request.app[ACCOUNTING].settle(
+        crossings = await ctx.app[ACCOUNTING].settle(
             ctx.request_id,
             (cost, tokens),
             reserved,
@@ -220,7 +220,7 @@ async def _settle(ctx: RequestContext, plan: Plan, period: Period | None) -> Non
             stat_fields(ctx, cost, tokens),
         )
     except StoreUnavailable as exc:
-        ctx.request.app[METRICS].redis_error("settle")
+        ctx.app[METRICS].redis_error("settle")
         # The log line still carries the cost: the spend is recorded there, not lost.
         _log.error(
             "spend_not_stored", request_id=ctx.request_id, cost_usd=usd(cost), error=str(exc)

@@ -85,8 +85,15 @@ def _boundary() -> Iterator[None]:
     """The one place store errors are caught and turned into StoreUnavailable."""
     try:
         yield
-    except (TimeoutError, RedisError, OSError) as exc:
-        raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from None
+    except _STORE_ERRORS as exc:
+        raise _unavailable(exc) from None
+
+
+_STORE_ERRORS = (TimeoutError, RedisError, OSError)
+
+
+def _unavailable(exc: BaseException) -> StoreUnavailable:
+    return StoreUnavailable(f"{type(exc).__name__}: {exc}")
 
 
 def _s(value: Any) -> str:
@@ -107,8 +114,10 @@ class Accounting:
         self._sweep = Script.load(_LUA, "lua/sweep.lua")
 
     async def _run(self, script: Script, args: Sequence[Any]) -> Any:
-        with _boundary():
+        try:  # as _boundary does, without a context manager on every request's path
             return await script.run(self._store, _KEYS, args)
+        except _STORE_ERRORS as exc:
+            raise _unavailable(exc) from None
 
     async def reserve(
         self,
