@@ -90,6 +90,9 @@ async def _http_session(app: web.Application) -> AsyncIterator[None]:
         connector=connector,
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
         trust_env=False,
+        # SECURITY: one session serves every client; a cookie a provider set on one client's
+        # request is not kept, so it never rides along on another's.
+        cookie_jar=aiohttp.DummyCookieJar(),
     )
     app[HTTP_SESSION] = session
     yield

@@ -163,3 +163,46 @@ async def test_reload_refuses_a_provider_pointing_at_the_gateway_and_keeps_servi
         assert ok.status == 200
     finally:
         await client.close()
+
+
+async def test_cookies_a_provider_sets_are_not_kept_or_sent_for_other_clients(
+    make_gateway: Callable[..., Awaitable[Client]],
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+) -> None:
+    """One upstream session serves every client: a cookie the provider set on one client's
+    request must not ride along on the next (another client's) request."""
+    received: list[str | None] = []
+
+    async def provider(request: web.Request) -> web.Response:
+        received.append(request.headers.get("Cookie"))
+        response = web.json_response(
+            {
+                "id": "c",
+                "object": "chat.completion",
+                "model": "gpt-4o-mini",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "hi"},
+                        "finish_reason": "stop",
+                    }
+                ],
+            }
+        )
+        response.set_cookie("__cf_bm", "session-of-one-client", path="/")
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", provider)
+    server = await aiohttp_server(app)
+    # By name: a cookie jar refuses cookies from a bare IP address.
+    url = f"http://localhost:{server.port}/v1"
+    providers = {
+        "openai": {"kind": "openai", "base_url": url, "api_key": "k"},
+        "anthropic": {"kind": "anthropic", "base_url": url, "api_key": "k"},
+    }
+    gateway = await make_gateway(providers=providers)
+    for _ in range(2):
+        resp = await gateway.post("/v1/chat/completions", json=CHAT, headers=AUTH)
+        assert resp.status == 200
+    assert received == [None, None]
