@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from gateway.config import KeyConfig, RouteConfig
 from gateway.context import RequestContext, Usage
 from gateway.pricing import MICRO, Price
 from gateway.runtime import Runtime
@@ -81,6 +82,13 @@ def scopes_for(ctx: RequestContext, runtime: Runtime) -> tuple[Scope, ...]:
     """Every budget the request is subject to: its key's, its route's, its key-on-route's."""
     route, _ = ctx.target()
     key = ctx.authenticated_key()
+    known: tuple[Scope, ...] | None = runtime.scopes.get((key.name, route.name))
+    if known is None:
+        known = runtime.scopes[(key.name, route.name)] = _scopes(key, route)
+    return known
+
+
+def _scopes(key: KeyConfig, route: RouteConfig) -> tuple[Scope, ...]:
     found = [
         (f"k:{key.name}", f"key '{key.name}'", key.budget),
         (f"r:{route.name}", f"route '{route.name}'", route.budget),

@@ -60,6 +60,7 @@ class RequestContext:
     outcome: str = "ok"
     error_code: str | None = None
     ttfb_s: float | None = None
+    upstream_s: float | None = None  # the upstream exchange, when one was made
     usage: Usage | None = None
     # Money, in integer micro-dollars: what this request cost (None until accounted), how that
     # was known (usage, estimate, reserved, unpriced, cache, none), what a cache hit saved.

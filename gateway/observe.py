@@ -14,7 +14,6 @@ from gateway.pricing import MICRO
 from gateway.requestlog import REQUEST_LOG
 
 # Seconds the terminal (upstream) stage took, retries and fallbacks included.
-UPSTREAM_S = web.RequestKey("upstream_s", float)
 _CACHE_RESULTS = frozenset({"hit", "miss", "bypass", "stale"})
 _REJECTED_4XX = {
     401: "auth",
@@ -44,7 +43,7 @@ def record_metrics(m: Metrics, ctx: RequestContext) -> None:
     m.child(m.request_duration, route, model).observe(ctx.elapsed_s())
     if ctx.stream and ctx.ttfb_s is not None:
         m.child(m.ttft, route, model).observe(ctx.ttfb_s)
-    upstream_s = ctx.request.get(UPSTREAM_S)
+    upstream_s = ctx.upstream_s
     if upstream_s is not None:
         m.child(m.upstream_duration, provider, model).observe(upstream_s)
     served_from_cache = cache in ("hit", "stale")
@@ -121,6 +120,6 @@ def timed_upstream(stage: Stage) -> Stage:
         finally:
             if gauge is not None:
                 gauge.dec()
-            ctx.request[UPSTREAM_S] = time.perf_counter() - started
+            ctx.upstream_s = time.perf_counter() - started
 
     return run

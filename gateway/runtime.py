@@ -7,7 +7,8 @@ import hashlib
 import hmac
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.config import GatewayConfig, KeyConfig, RouteConfig
 from gateway.pricing import PriceTable
@@ -45,6 +46,10 @@ class Runtime:
     prices: PriceTable
     # Model names that may appear as metric and statistics labels (others become "other").
     known_models: frozenset[str]
+    # Derived from this config alone, built on first use: the budgets of (key, route).
+    scopes: dict[tuple[str, str], tuple[Any, ...]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @classmethod
     def build(cls, config: GatewayConfig) -> Runtime:

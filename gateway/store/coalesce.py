@@ -91,6 +91,19 @@ def _name(command: Any) -> bytes:
     return raw.split(b" ", 1)[0].upper()
 
 
+def _alone(command: Any) -> bool:
+    """Whether the command must not share a pipeline (remembered per command name)."""
+    known = _ALONE_BY_NAME.get(command)
+    if known is None:
+        known = _name(command) in _ALONE
+        if len(_ALONE_BY_NAME) < 1000:  # command names come from code, but stay bounded
+            _ALONE_BY_NAME[command] = known
+    return known
+
+
+_ALONE_BY_NAME: dict[Any, bool] = {}
+
+
 class Coalescer:
     """Stands in for one client's `execute_command`."""
 
@@ -127,7 +140,7 @@ class Coalescer:
         self._unsent: list[_Sent] = []
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
-        if not args or _name(args[0]) in _ALONE or _DECODED in options:
+        if not args or _alone(args[0]) or _DECODED in options:
             async with asyncio.timeout(self._timeout_s):
                 return await self._send(*args, **options)
         loop = asyncio.get_running_loop()

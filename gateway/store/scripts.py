@@ -15,9 +15,9 @@ from gateway.store import Store
 
 @dataclass(frozen=True, slots=True)
 class Script:
-    """One script and its SHA. Called straight through the client's `evalsha`: redis-py's
-    registered scripts check on every call whether the client is a pipeline, a check that
-    costs more than the rest of the call."""
+    """One script and its SHA, sent as the EVALSHA command itself: redis-py's registered
+    scripts check on every call whether the client is a pipeline, a check that costs more
+    than the rest of the call."""
 
     source: str
     sha: str
@@ -28,7 +28,7 @@ class Script:
         return cls(source, hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest())
 
     async def run(self, redis: Store, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        try:
-            return await redis.evalsha(self.sha, len(keys), *keys, *args)
+        try:  # the command itself: redis-py's evalsha only wraps it
+            return await redis.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
         except NoScriptError:  # a restarted or new Redis: EVAL also caches the script there
-            return await redis.eval(self.source, len(keys), *keys, *args)
+            return await redis.execute_command("EVAL", self.source, len(keys), *keys, *args)
