@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -69,10 +70,20 @@ UPSTREAM_CHOOSING_HEADERS = frozenset(
 )
 
 
-def _connection_named(headers: Mapping[str, str]) -> set[str]:
+# Dropped in each direction, whatever `Connection` lists besides.
+_DROP_UPSTREAM = HOP_BY_HOP | _NOT_UPSTREAM
+_DROP_DOWNSTREAM = HOP_BY_HOP | _NOT_DOWNSTREAM
+
+
+def _connection_named(headers: Mapping[str, str]) -> AbstractSet[str]:
     """Header names listed in `Connection`, which are hop-by-hop for this message."""
-    value = headers.get("connection", "")
+    value = headers.get("connection")
+    if not value:
+        return _NONE
     return {token.strip().lower() for token in value.split(",") if token.strip()}
+
+
+_NONE: frozenset[str] = frozenset()
 
 
 def upstream_headers(
@@ -86,7 +97,9 @@ def upstream_headers(
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in client.items():
         lower = name.lower()
-        if _forwardable(lower, dropped, _NOT_UPSTREAM, _NOT_UPSTREAM_PREFIXES):
+        if lower in _DROP_UPSTREAM or lower in dropped:
+            continue
+        if not lower.startswith(_NOT_UPSTREAM_PREFIXES):
             out.add(name, value)
     for name, value in provider_headers.items():
         out[name] = value
@@ -100,14 +113,7 @@ def downstream_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
     dropped = _connection_named(upstream)
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in upstream.items():
-        if _forwardable(name.lower(), dropped, _NOT_DOWNSTREAM, ()):
+        lower = name.lower()
+        if lower not in _DROP_DOWNSTREAM and lower not in dropped:
             out.add(name, value)
     return out
-
-
-def _forwardable(
-    lower: str, dropped: set[str], never: frozenset[str], prefixes: Iterable[str]
-) -> bool:
-    if lower in HOP_BY_HOP or lower in dropped or lower in never:
-        return False
-    return not lower.startswith(tuple(prefixes))

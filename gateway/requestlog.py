@@ -29,6 +29,9 @@ FLUSH_ENTRIES = 100
 # Entries waiting on a slow store beyond this many are dropped (and counted), not queued.
 MAX_PENDING = 200
 _MAX_TEXT = 200  # client-chosen strings (model, path) are cut to this many characters
+# The fields a client chooses freely; the others come from the config or a fixed vocabulary
+# (the request id a client sends is checked to be short).
+_FREE_TEXT = ("method", "path", "model")
 _STATUS_CLASSES = frozenset({"1xx", "2xx", "3xx", "4xx", "5xx"})
 
 _log = structlog.get_logger("gateway.requestlog")
@@ -85,7 +88,12 @@ class RequestLog:
         """Queue one entry; returns at once. SECURITY: `fields` hold names, never secrets."""
         if not self._batch:
             self._timer = asyncio.get_running_loop().call_later(FLUSH_S, self._flush)
-        self._batch.append(orjson.dumps({"time": round(time.time(), 3), **_cut(fields)}))
+        entry = {"time": round(time.time(), 3), **fields}
+        for name in _FREE_TEXT:
+            value = entry.get(name)
+            if isinstance(value, str) and len(value) > _MAX_TEXT:
+                entry[name] = value[:_MAX_TEXT]
+        self._batch.append(orjson.dumps(entry))
         if len(self._batch) >= FLUSH_ENTRIES:
             self._flush()
 
@@ -167,13 +175,6 @@ def _row(data: Any) -> dict[str, Any] | None:
     except orjson.JSONDecodeError:
         return None
     return row if isinstance(row, dict) else None
-
-
-def _cut(fields: dict[str, Any]) -> dict[str, Any]:
-    return {
-        name: value[:_MAX_TEXT] if isinstance(value, str) else value
-        for name, value in fields.items()
-    }
 
 
 REQUEST_LOG = web.AppKey("request_log", RequestLog)

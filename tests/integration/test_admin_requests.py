@@ -131,3 +131,15 @@ async def test_replicas_sharing_a_store_see_each_others_requests(
     await send(second, KEY_B)
     rows = await listed(first, want=2)
     assert sorted(r["key"] for r in rows) == ["team-a", "team-b"]
+
+
+async def test_strings_a_client_chooses_are_cut_short_in_the_list(admin_gateway: Client) -> None:
+    model, path = "m" * 300, "/v1/" + "p" * 300
+    auth = {"Authorization": f"Bearer {KEY_A}"}
+    sent = await admin_gateway.post(path, json={**CHAT, "model": model}, headers=auth)
+    await sent.read()
+    assert await admin_gateway.app[DRAIN].wait_idle(5)
+    row = (await listed(admin_gateway))[0]
+    assert row["model"] == model[:200]
+    assert row["path"] == path[:200]
+    assert row["key"] == "team-a"

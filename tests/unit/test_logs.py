@@ -1,0 +1,69 @@
+"""The request's log line: written directly for JSON at info level, exactly as structlog's
+pipeline renders it; through structlog otherwise."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+import structlog
+
+from gateway import logs
+from gateway.config import LoggingConfig, parse_config
+from gateway.context import Usage
+from gateway.runtime import Runtime
+from tests.unit.test_metrics import CONFIG, finished
+
+
+@pytest.fixture
+def runtime() -> Runtime:
+    return Runtime.build(parse_config(CONFIG, "<test>"))
+
+
+@pytest.fixture
+def restored() -> Iterator[None]:
+    """Logging's configuration (structlog's, the root logger's, the direct writer) as it was
+    before the test."""
+    saved = structlog.get_config()
+    handlers, level = logging.root.handlers[:], logging.root.level
+    yield
+    structlog.configure(**saved)
+    logging.root.handlers[:], logging.root.level = handlers, level
+    logs._direct = None
+
+
+def lines(captured: pytest.CaptureFixture[bytes]) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in captured.readouterr().out.splitlines()]
+
+
+@pytest.mark.usefixtures("restored")
+def test_the_direct_json_line_is_the_line_structlog_writes(
+    capsysbinary: pytest.CaptureFixture[bytes], runtime: Runtime
+) -> None:
+    logs.configure_logging(LoggingConfig(format="json", level="info"))
+    ctx = finished(runtime, usage=Usage(input_tokens=12, output_tokens=3), cost_micro=42)
+    assert logs._direct is not None
+    fields = logs.log_request(ctx)  # direct
+    logs._direct = None
+    logs.log_request(ctx)  # through structlog, configured the same way
+    direct, piped = lines(capsysbinary)
+    assert list(direct) == list(piped)  # the same keys, in the same order
+    stamps = [datetime.fromisoformat(line.pop("timestamp")) for line in (direct, piped)]
+    assert all(s.tzinfo == UTC for s in stamps)
+    assert stamps[1] - stamps[0] < timedelta(seconds=1)
+    for line in (direct, piped):
+        line.pop("latency_ms")  # the two were written a moment apart
+    assert direct == piped
+    assert (direct["event"], direct["level"]) == ("request", "info")
+    assert (direct["input_tokens"], fields["cost_usd"]) == (12, "0.000042")
+
+
+@pytest.mark.usefixtures("restored")
+@pytest.mark.parametrize(("fmt", "level"), [("console", "info"), ("json", "warning")])
+def test_other_settings_go_through_structlog(fmt: str, level: str) -> None:
+    logs.configure_logging(LoggingConfig(format=fmt, level=level))
+    assert logs._direct is None
