@@ -16,16 +16,16 @@ class SSEParser:
         self._buffer = b""
 
     def feed(self, chunk: bytes) -> list[tuple[str, bytes]]:
-        self._buffer += chunk
+        buffer = self._buffer + chunk if self._buffer else chunk
         events: list[tuple[str, bytes]] = []
-        while True:
-            match = _BOUNDARY.search(self._buffer)
-            if match is None:
-                return events
-            raw, self._buffer = self._buffer[: match.start()], self._buffer[match.end() :]
-            event = _parse_event(raw)
+        start = 0
+        for match in _BOUNDARY.finditer(buffer):  # the rest is kept once, not once an event
+            event = _parse_event(buffer[start : match.start()])
             if event is not None:
                 events.append(event)
+            start = match.end()
+        self._buffer = buffer[start:]
+        return events
 
 
 def _parse_event(raw: bytes) -> tuple[str, bytes] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -10,6 +11,8 @@ import orjson
 from gateway.config import ProviderConfig
 from gateway.context import Usage
 from gateway.sse import SSEParser
+
+_USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
 
 
 class StreamUsageReader(ABC):
@@ -23,8 +26,9 @@ class StreamUsageReader(ABC):
     def feed(self, chunk: bytes) -> None:
         for name, data in self._parser.feed(chunk):
             self.events += 1
-            # Cheap filter: only events that mention usage are parsed.
-            if b"usage" in data:
+            # Cheap filter: only events with a usage object are parsed (OpenAI puts
+            # `"usage":null` on every chunk but the last once usage is asked for).
+            if b"usage" in data and _USAGE_OBJECT.search(data):
                 try:
                     obj = orjson.loads(data)
                 except orjson.JSONDecodeError:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from gateway.config import ProviderConfig
 from gateway.context import Usage
 from gateway.providers import build_provider
@@ -71,3 +74,36 @@ def test_anthropic_stream_usage_from_message_start_and_delta() -> None:
 def test_sse_parser_handles_crlf_and_multiline_data() -> None:
     events = SSEParser().feed(b"event: x\r\ndata: a\r\ndata: b\r\n\r\n: comment\n\n")
     assert events == [("x", b"a\nb")]
+
+
+EVENT = st.tuples(
+    st.sampled_from([None, "message_start", "delta"]),
+    st.lists(
+        st.binary(max_size=12).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"")),
+        min_size=1,
+        max_size=3,
+    ),
+)
+
+
+@given(
+    events=st.lists(EVENT, max_size=8),
+    newline=st.sampled_from([b"\n", b"\r\n", b"\r"]),
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=12),
+)
+def test_sse_events_do_not_depend_on_how_the_stream_is_cut(
+    events: list[tuple[str | None, list[bytes]]], newline: bytes, cuts: list[int]
+) -> None:
+    raw = b"".join(
+        (b"event: " + name.encode() + newline if name else b"")
+        + b"".join(b"data: " + line + newline for line in lines)
+        + newline
+        for name, lines in events
+    )
+    expected = [(name or "message", b"\n".join(lines)) for name, lines in events]
+    parser, got, start = SSEParser(), [], 0
+    for cut in sorted({c for c in cuts if c < len(raw)}):
+        got += parser.feed(raw[start:cut])
+        start = cut
+    got += parser.feed(raw[start:])
+    assert got == expected
