@@ -99,6 +99,9 @@ async def relay_stream(
                 chunk = ctx.stream_filter(ctx, chunk)
             if chunk:
                 await response.write(chunk)
+                if first:  # once the first byte is out, other streams' first bytes go next
+                    first = b""
+                    await asyncio.sleep(0)
             async with asyncio.timeout(idle):
                 chunk = await upstream.content.readany()
     except ConnectionResetError:
