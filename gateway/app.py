@@ -117,6 +117,7 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
     sweeper.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await sweeper
+    await app[ACCOUNTING].flush_stats()  # the statistics summed since the last flush
     await store.aclose()
 
 

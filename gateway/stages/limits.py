@@ -207,17 +207,19 @@ async def _settle(ctx: RequestContext, plan: Plan, period: Period | None) -> Non
     hooks run to their end even when the client goes away (they run in a task of their own)."""
     cost, source, tokens = bill(ctx, plan)
     ctx.cost_micro, ctx.cost_source = cost, source
-    reserved = (plan.amount_micro, plan.tokens) if period is not None else (0, 0)
+    accounting = ctx.app[ACCOUNTING]
+    accounting.count((period or local_periods())[1], stat_fields(ctx, cost, tokens))
+    if period is None:  # nothing was reserved (none needed, or the store was out)
+        return
     try:
-        crossings = await ctx.app[ACCOUNTING].settle(
+        crossings = await accounting.settle(
             ctx.request_id,
             (cost, tokens),
-            reserved,
-            period or local_periods(),
+            (plan.amount_micro, plan.tokens),
+            period,
             plan.tpm,
             ctx.authenticated_key().name,
-            plan.scopes if period is not None else (),
-            stat_fields(ctx, cost, tokens),
+            plan.scopes,
         )
     except StoreUnavailable as exc:
         ctx.app[METRICS].redis_error("settle")

@@ -1,10 +1,9 @@
--- Settle one request: release its reservation, charge the actual cost, record statistics.
+-- Settle one request: release its reservation, charge the actual cost. (Its statistics are
+-- summed in the gateway process and added by stats_add.lua.)
 --
 -- KEYS[1]  the accounting prefix (shared hash tag)
 -- ARGV     id, actual_micro, actual_tokens, reserved_micro, reserved_tokens, day, month,
---          tpm, rate_key, n_scopes, then per scope: name, day_limit, month_limit (-1 = none),
---          then n_prefixes, the prefixes, then n_values, then per value: name, increment
---          (each value is added to the field "<prefix>:<name>" of every prefix)
+--          tpm, rate_key, n_scopes, then per scope: name, day_limit, month_limit (-1 = none)
 -- Returns  flat list of budget thresholds crossed: scope, period, percent, spent, limit, ...
 local p = KEYS[1]
 local id = ARGV[1]
@@ -59,16 +58,4 @@ if tpm > 0 and actual_tok < reserved_tok then
   end
 end
 
--- Statistics: every value is counted under every prefix (all, key, model, route).
-local stats = p .. 'stats:' .. month
-local base = 11 + n * 3
-local n_prefixes = tonumber(ARGV[base])
-local vbase = base + n_prefixes + 1
-for i = 1, tonumber(ARGV[vbase]) do
-  local name, value = ARGV[vbase + i * 2 - 1], ARGV[vbase + i * 2]
-  for j = 1, n_prefixes do
-    redis.call('HINCRBY', stats, ARGV[base + j] .. ':' .. name, value)
-  end
-end
-redis.call('EXPIRE', stats, key_ttl)
 return crossed
