@@ -15,29 +15,22 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError
 
 from gateway.store import COMMAND_TIMEOUT_S, open_store
+from tests.integration.test_cache_redis_failures import TcpRelay
 from tests.integration.test_store_coalesce import count_round_trips
 
 pytestmark = pytest.mark.redis
 
 
-class Relay:
+class Relay(TcpRelay):
     """A TCP relay in front of Redis that a test can make drop a connection when a command
     names a key of its choosing (before Redis sees it), or stop answering."""
 
     def __init__(self, host: str, port: int) -> None:
-        self.target = (host, port)
-        self.port = 0
+        super().__init__(host, port)
         self.cuts = 0  # drop this many connections, each on a command naming `cut_key`
         self.cut_key = b"n"
         self.frozen = False  # hold every reply back
         self.connections = 0
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._writers: list[asyncio.StreamWriter] = []
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -71,17 +64,6 @@ class Relay:
                 dst.write(data)
                 await dst.drain()
         dst.close()
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for writer in self._writers:
-            writer.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
 
 
 @pytest.fixture
