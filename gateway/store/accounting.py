@@ -204,7 +204,10 @@ class Accounting:
         for name, value in stats.values.items():
             key = (month, stats.prefixes, name)
             counts[key] = counts.get(key, 0) + value
-        if self._flush_timer is None:
+        self._arm_flush()
+
+    def _arm_flush(self) -> None:
+        if self._flush_timer is None and self._counts:
             loop = asyncio.get_running_loop()
             self._flush_timer = loop.call_later(STATS_FLUSH_S, self._flush_later)
 
@@ -243,9 +246,7 @@ class Accounting:
         """Put back what could not be sent (bounded: names come from the config)."""
         for key, value in unsent:
             self._counts[key] = self._counts.get(key, 0) + value
-        if self._flush_timer is None and self._counts:
-            loop = asyncio.get_running_loop()
-            self._flush_timer = loop.call_later(STATS_FLUSH_S, self._flush_later)
+        self._arm_flush()
 
     async def stats(self, month: str) -> dict[str, int]:
         """The month's statistics, this process's latest included."""

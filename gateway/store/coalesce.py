@@ -72,8 +72,6 @@ _PUSH = getattr(hiredis, "PushNotification", None)  # RESP3 pushes (hiredis 3.2 
 _error = BaseParser.parse_error  # an error reply as redis-py's exception for it
 # Options redis-py reads itself rather than pass to a reply's callback.
 _NOT_FOR_CALLBACKS = frozenset({EMPTY_RESPONSE, NEVER_DECODE, "keys"})
-# A reply that must stay bytes on a client that decodes: redis-py's own path reads it.
-_DECODED = NEVER_DECODE
 
 # Work nobody waits on (a cache write after its answer was sent, the request log) sets this
 # in its own task: its commands wait, up to BACKGROUND_DELAY_S, to travel with the next batch
@@ -140,7 +138,8 @@ class Coalescer:
         self._unsent: list[_Sent] = []
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
-        if not args or _alone(args[0]) or _DECODED in options:
+        # (NEVER_DECODE: a reply that must stay bytes on a decoding client; redis-py reads it)
+        if not args or _alone(args[0]) or NEVER_DECODE in options:
             async with asyncio.timeout(self._timeout_s):
                 return await self._send(*args, **options)
         loop = asyncio.get_running_loop()
@@ -215,15 +214,15 @@ class Coalescer:
         connection error; an overdue reply (the store is stuck, not gone) is not retried."""
         if self._wire is wire:
             self._wire = None
-        again = [s for s in wire.pending if not s.tries] if retry else []
+        again: list[_Sent] = []
         for item in wire.pending:
-            if item not in again:
+            if retry and not item.tries:
+                item.tries += 1
+                again.append(item)
+            else:
                 item.fail(_copy(exc))
         wire.pending.clear()
-        if again:
-            for item in again:
-                item.tries += 1
-            self._transmit(again)
+        self._transmit(again)
 
     def answer(self, item: _Sent, reply: Any) -> None:
         """One reply, to its caller: an error reply as that command's exception alone."""

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -32,16 +33,15 @@ class Relay(TcpRelay):
         self.frozen = False  # hold every reply back
         self.connections = 0
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _links(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        up_reader: asyncio.StreamReader,
+        up_writer: asyncio.StreamWriter,
+    ) -> list[Coroutine[Any, Any, None]]:
         self.connections += 1
-        up_reader, up_writer = await asyncio.open_connection(*self.target)
-        self._writers += [writer, up_writer]
-        for task in (
-            asyncio.create_task(self._commands(reader, up_writer, writer)),
-            asyncio.create_task(self._replies(up_reader, writer)),
-        ):
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        return [self._commands(reader, up_writer, writer), self._replies(up_reader, writer)]
 
     async def _commands(
         self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, client: asyncio.StreamWriter
