@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ if TYPE_CHECKING:
     from gateway.dialects import Dialect
     from gateway.providers import Provider
     from gateway.runtime import Runtime
+    from gateway.stages.gates import Gate
 
 FinishHook = Callable[["RequestContext"], Awaitable[None]]
 StaleAnswer = Callable[["RequestContext"], Awaitable["web.StreamResponse | None"]]
@@ -89,8 +89,8 @@ class RequestContext:
     response_headers: dict[str, str] = field(default_factory=dict)
     # Work run once the response is finished (last byte sent, or the client gone).
     on_finish: list[FinishHook] = field(default_factory=list)
-    # The check a stage started before the upstream call (see gateway.stages.gates).
-    gate: asyncio.Task[Any] | None = None
+    # The check a stage set up before the upstream call (see gateway.stages.gates).
+    gate: Gate | None = None
     app: web.Application = field(init=False)  # the request's, read once: a property there
 
     def __post_init__(self) -> None:

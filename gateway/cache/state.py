@@ -12,6 +12,7 @@ from gateway.cache.singleflight import Flights
 from gateway.cache.stats import CacheStats, CacheStatsSnapshot
 from gateway.cache.storage import CacheStore, Scripts, StoreHealth
 from gateway.routes import STORE
+from gateway.store.accounting import ACCOUNTING
 
 
 @dataclass(slots=True)
@@ -34,7 +35,7 @@ CACHE_STATE = web.AppKey("cache_state", CacheState)
 
 async def cache_state(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: the cache's state lives as long as the app (scripts read at start-up)."""
-    app[CACHE_STATE] = CacheState(Scripts.load())
+    app[CACHE_STATE] = CacheState(Scripts.load(app[ACCOUNTING].reserve_script))
     yield
 
 

@@ -11,14 +11,17 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from importlib import resources
+from typing import Any, Literal, TypeVar
 
 import structlog
+from redis.asyncio import RedisCluster
 from redis.exceptions import RedisError
 
 from gateway.cache.entries import Entry, now_ms
 from gateway.cache.stats import CacheStats
 from gateway.store import Store
+from gateway.store.accounting import Rider, StoreUnavailable
 from gateway.store.scripts import Script
 
 KEY_PREFIX = "gw:cache:"
@@ -28,7 +31,7 @@ COUNT_TIMEOUT_S = 5.0
 # timeout per process per second rather than one per request.
 COOL_OFF_S = 1.0
 
-_SCRIPTS = ("lookup.lua", "store.lua", "release.lua")
+_RESERVE_LOOKUP = ("read.lua", "reserve_lookup.lua")
 T = TypeVar("T")
 LockState = Literal["leader", "follower", "none"]
 _log = structlog.get_logger("gateway.cache")
@@ -53,10 +56,20 @@ class Scripts:
     lookup: Script
     store: Script
     release: Script
+    reserve_lookup: Script  # the accounting's reservation with a lookup added
 
     @classmethod
-    def load(cls) -> Scripts:
-        return cls(*(Script.load(__package__, name) for name in _SCRIPTS))
+    def load(cls, reserve: Script) -> Scripts:
+        files = resources.files(__package__)
+        read, driver = (files.joinpath(name).read_text("utf-8") for name in _RESERVE_LOOKUP)
+        return cls(
+            lookup=Script.load(__package__, "read.lua", "lookup.lua"),
+            store=Script.load(__package__, "store.lua"),
+            release=Script.load(__package__, "release.lua"),
+            reserve_lookup=Script.of(
+                f"{read}\nlocal function reserve()\n{reserve.source}\nend\n{driver}"
+            ),
+        )
 
 
 @dataclass(slots=True)
@@ -93,19 +106,33 @@ class CacheStore:
 
     async def lookup(self, key: str, token: str = "", lock_ttl_s: float = 0.0) -> Lookup:
         """One round trip; with a `token`, try to become the key's leader."""
-        args = (str(now_ms()), token, str(int(lock_ttl_s * 1000)))
+        args = _lookup_args(token, lock_ttl_s)
         try:
             reply = await self._call(
                 lambda: self.scripts.lookup.run(self.redis, (key, lock_key(key)), args)
             )
         except CacheUnavailable:
             return Lookup()
-        status, raw = reply[0].decode(), reply[1]
-        entry = Entry.decode(raw) if raw else None
-        if status == "hit" and entry is not None:
-            return Lookup(fresh=entry)
-        lock: LockState = status if status in ("leader", "follower") else "none"
-        return Lookup(stale=entry, lock=lock)
+        return _found(reply)
+
+    def rider(self, key: str, token: str, lock_ttl_s: float) -> Rider | None:
+        """The same lookup, to ride in the request's reservation (`looked_up` reads its
+        reply); None where it cannot: a Redis Cluster keeps the accounting and the entries in
+        different slots, and a store resting after a failure is not asked."""
+        if isinstance(self.redis, RedisCluster) or not self.health.usable():
+            return None
+        keys = (key, lock_key(key))
+        return Rider(self.scripts.reserve_lookup, keys, _lookup_args(token, lock_ttl_s))
+
+    async def looked_up(self, reply: Awaitable[list[Any] | None]) -> Lookup:
+        """A rider's lookup, from its reply (None: the reservation refused the request, so
+        nothing was read)."""
+        try:
+            found = await reply
+        except StoreUnavailable as exc:
+            self._failed(exc)
+            return Lookup()
+        return Lookup() if found is None else _found(found)
 
     async def put(self, key: str, entry: Entry, ttl_ms: int, token: str = "") -> bool:
         """Store for `ttl_ms` (the TTL plus any stale window) and release our lock."""
@@ -149,7 +176,24 @@ class CacheStore:
             async with asyncio.timeout(timeout_s):
                 return await operation()
         except (RedisError, OSError, TimeoutError) as exc:
-            self.health.failed()
-            self.stats.errors += 1
-            _log.warning("cache_store_failed", error=type(exc).__name__)
+            self._failed(exc)
             raise CacheUnavailable from None
+
+    def _failed(self, exc: BaseException) -> None:
+        self.health.failed()
+        self.stats.errors += 1
+        _log.warning("cache_store_failed", error=type(exc).__name__)
+
+
+def _lookup_args(token: str, lock_ttl_s: float) -> tuple[str, str, str]:
+    return (str(now_ms()), token, str(int(lock_ttl_s * 1000)))
+
+
+def _found(reply: list[Any]) -> Lookup:
+    """lookup.lua's reply: ['hit', entry] or [lock state, expired entry or '']."""
+    status, raw = reply[0].decode(), reply[1]
+    entry = Entry.decode(raw) if raw else None
+    if status == "hit" and entry is not None:
+        return Lookup(fresh=entry)
+    lock: LockState = status if status in ("leader", "follower") else "none"
+    return Lookup(stale=entry, lock=lock)

@@ -24,13 +24,13 @@ from gateway.cache.policy import Kind, Plan, plan_request
 from gateway.cache.replay import respond, streams
 from gateway.cache.singleflight import FOLLOW_WAIT_S, LOCK_TTL_S, Flight, await_remote_leader
 from gateway.cache.state import CACHE_STATE, CacheState
-from gateway.cache.storage import CacheStore, entry_key
+from gateway.cache.storage import CacheStore, Lookup, entry_key
 from gateway.config import CacheConfig
 from gateway.context import RequestContext
 from gateway.drain import DRAIN
 from gateway.errors import GatewayError
 from gateway.pipeline import Next
-from gateway.stages.gates import passed
+from gateway.stages.gates import Probe, passed, probe
 from gateway.store.coalesce import BACKGROUND
 
 HEADER = "x-gateway-cache"
@@ -47,7 +47,7 @@ async def cache_responses(ctx: RequestContext, call_next: Next) -> web.StreamRes
             request.method, request.path, request.headers, ctx.payload, provider.kind, config
         )
     except GatewayError:
-        await passed(ctx)  # a refusal by the limits comes first, as it always has
+        await passed(ctx, hold=False)  # a refusal by the limits comes first, as it always has
         raise
     state = ctx.app[CACHE_STATE]
     try:
@@ -88,18 +88,21 @@ async def _read_through(job: _Job, state: CacheState, call_next: Next) -> web.St
     """Lead the key's flight (one Redis round trip, then upstream), or follow the leader."""
     writing = state.writing.get(job.key)
     if writing is not None and writing.is_fresh(now_ms()):
-        await passed(job.ctx)
+        await passed(job.ctx, hold=False)  # served from memory: nothing to hold
         return job.serve(writing, "HIT")
     flight, leads = state.flights.join(job.key)
     if not leads:
-        await passed(job.ctx)  # a refused request waits for no leader
+        # A refused request waits for no leader. The leader's answer is shared as a hit,
+        # which holds nothing; a follower left to go upstream alone is topped up there.
+        await passed(job.ctx, hold=False)
         return await _follow(job, flight, call_next)
     shared: Entry | None = None
     token = os.urandom(16).hex()
     try:
-        # In the same round trip as the reservation, whose verdict comes before any answer.
-        found = await job.store.lookup(job.key, token, LOCK_TTL_S)
-        await passed(job.ctx)
+        found = await job.lookup(token)
+        if found.lock != "leader":
+            token = ""  # nothing to release
+        await passed(job.ctx, hold=found.fresh is None)  # a hit holds nothing
         if found.fresh is None and found.lock == "follower":  # another replica is calling
             flight.stale = found.stale
             found = await await_remote_leader(job.store, job.key, FOLLOW_WAIT_S)
@@ -108,8 +111,6 @@ async def _read_through(job: _Job, state: CacheState, call_next: Next) -> web.St
             return job.serve(found.fresh, "HIT")
         flight.stale = flight.stale or found.stale
         job.offer_stale(flight.stale)
-        if found.lock != "leader":
-            token = ""
         response, shared = await job.fill(call_next, token)
         return response
     finally:
@@ -138,6 +139,18 @@ class _Job:
     key: str
     store: CacheStore
     writing: dict[str, Entry]  # CacheState.writing
+
+    async def lookup(self, token: str) -> Lookup:
+        """The entry, and the key's lock for `token`. In the reservation's own command where
+        the store allows (one round trip, and a hit holds nothing); else in the same round
+        trip as the reservation, whose verdict still comes before any answer."""
+        store = self.store
+        rider = store.rider(self.key, token, LOCK_TTL_S)
+        if rider is not None:
+            read = Probe(rider)
+            if probe(self.ctx, read):
+                return await store.looked_up(read.reply)
+        return await store.lookup(self.key, token, LOCK_TTL_S)
 
     def serve(self, entry: Entry, status: str) -> web.Response:
         """A stored answer, in the form the client asked for (stream or not)."""

@@ -1,36 +1,71 @@
-"""Checks a stage starts before the upstream call, which later stages see passed before answering.
+"""The check a stage sets up before the upstream call, which later stages must see passed.
 
-The limits stage starts its reservation and lets the request go on at once, so that the cache
-stage's read is sent to the store in the same round trip (the store client coalesces the
-commands of one event-loop turn). Every stage that answers a request itself (the cache with a
-stored answer, the upstream stage with the provider's) first awaits `passed`, which raises the
-check's refusal (429, 503) if there is one: nothing is served before the verdict.
+The limits stage sets up its reservation as the request's gate without sending it: the gate
+is asked when a later stage first needs its verdict, still in the same event-loop turn, so
+nothing is lost by waiting (the store client sends the commands of one turn together). That
+lets the stage in between choose how to ask:
+
+- `probe(ctx, probe)`: the cache stage's read rides in the reservation's own command (one
+  script, one round trip); on a hit the reservation holds nothing, so there is nothing to
+  settle either.
+- `passed(ctx, hold=False)`: a request about to be served from this process's memory (a
+  twin's answer) is checked and counted, and holds nothing.
+- `passed(ctx)`: a request that may go upstream holds its worst case; one checked earlier
+  without holding is topped up.
+
+Every stage that answers a request itself (the cache with a stored answer, the upstream
+stage with the provider's) first awaits `passed`, which raises the check's refusal (429,
+503) if there is one: nothing is served before the verdict.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from gateway.context import RequestContext
-
-T = TypeVar("T")
-
-
-def open_gate(ctx: RequestContext, check: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
-    """Start `check` now; `passed` waits for it. One gate per request."""
-    task = asyncio.get_running_loop().create_task(check)
-    ctx.gate = task
-    return task
+from gateway.store.accounting import Rider
 
 
-async def passed(ctx: RequestContext) -> None:
-    """Wait for the request's check, if one was started; raises what the check raised.
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """A stage's store read sent in the gate's own command; `reply` gets what the read
+    returned (None if the request was refused; the store's error if the store failed)."""
+
+    rider: Rider
+    reply: asyncio.Future[Any] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class Gate(Protocol):
+    @property
+    def started(self) -> bool: ...
+
+    def start(
+        self, ctx: RequestContext, hold: bool = True, probe: Probe | None = None
+    ) -> asyncio.Future[Any]:
+        """Ask (once; a later `hold` tops up a check that held nothing); the verdict."""
+        ...
+
+
+async def passed(ctx: RequestContext, hold: bool = True) -> None:
+    """Wait for the request's check, if it has one; raises what the check raised.
 
     Shielded: a request cancelled here (its client gone) must not cancel the check, whose
     result its settlement needs.
     """
-    task = ctx.gate
-    if task is not None:
-        await asyncio.shield(task)
+    gate = ctx.gate
+    if gate is not None:
+        await asyncio.shield(gate.start(ctx, hold))
+
+
+def probe(ctx: RequestContext, read: Probe) -> bool:
+    """Send `read` in the gate's command; False when there is no gate or it was asked
+    already (the caller then reads on its own)."""
+    gate = ctx.gate
+    if gate is None or gate.started:
+        return False
+    gate.start(ctx, probe=read)
+    return True

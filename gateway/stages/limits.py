@@ -1,14 +1,16 @@
 """Stage: rate limits and budget reservation before the call; the bill after the answer.
 
 Acts after routing (it needs the route and model) and before the cache, so a cache hit is
-still a request against the rate limit, and is settled at zero cost.
+still a request against the rate limit; it holds nothing, so it has nothing to settle.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -20,7 +22,7 @@ from gateway.errors import BudgetExhausted, GatewayError, RateLimited, Unavailab
 from gateway.metrics import METRICS
 from gateway.pipeline import Next
 from gateway.pricing import usd
-from gateway.stages.gates import open_gate, passed
+from gateway.stages.gates import Probe, passed
 from gateway.store.accounting import ACCOUNTING, Reserved, StoreUnavailable
 from gateway.store.accounting import BudgetExhausted as Exhausted
 from gateway.store.accounting import RateLimited as Limited
@@ -39,13 +41,14 @@ async def enforce_limits(ctx: RequestContext, call_next: Next) -> web.StreamResp
     plan = plan_for(ctx)
     if plan.billable and plan.price is None:
         _warn_unpriced(ctx, plan)
-    reservation = open_gate(ctx, _reserve(ctx, plan)) if plan.needs_store else None
-    ctx.on_finish.append(lambda c: _settle_after(c, plan, reservation))
+    gate = _Reservation(plan) if plan.needs_store else None
+    ctx.gate = gate
+    ctx.on_finish.append(lambda c: _settle_after(c, plan, gate))
     try:
         response = await call_next(ctx)
-        await passed(ctx)  # already passed, unless no later stage answered from upstream
+        await passed(ctx, hold=False)  # passed already, unless no later stage asked
     except GatewayError as err:
-        if _refused(reservation, err):
+        if _refused(gate, err):
             raise  # refused before the call: no cost to state
         ctx.status, ctx.error_code = err.status, err.code
         _price_header(ctx, plan)
@@ -73,31 +76,88 @@ def _price_header(ctx: RequestContext, plan: Plan) -> None:
     ctx.response_headers["x-gateway-cost-usd"] = usd(cost)
 
 
-async def _reserve(ctx: RequestContext, plan: Plan) -> Period | None:
-    """Reserve the worst case against every budget and take from the rate limits; returns
-    the store's (day, month) period ids, or None when the store is out (and policy allows)."""
-    key = ctx.authenticated_key()
-    accounting = ctx.app[ACCOUNTING]
-    try:
-        result = await accounting.reserve(
-            ctx.request_id,
-            plan.amount_micro,
-            plan.tokens,
-            ctx.runtime.config.accounting.reservation_ttl_s * 1000,
-            plan.rpm,
-            plan.tpm,
-            key.name,
-            plan.scopes,
-        )
-    except StoreUnavailable as exc:
-        _on_store_error(ctx, plan, exc)
-        return None
-    if isinstance(result, Limited):
-        raise _rate_limited(result, plan)
-    if isinstance(result, Exhausted):
-        raise _exhausted(result, plan)
-    _limit_headers(ctx, plan, result)
-    return result.day, result.month
+class _Reservation:
+    """The request's gate (see gateway.stages.gates): rate limits and the budget reservation,
+    asked of the store when a later stage first needs the verdict."""
+
+    __slots__ = ("_holds", "_plan", "task")
+
+    def __init__(self, plan: Plan) -> None:
+        self._plan = plan  # not the context, which refers to this gate
+        # The latest ask: the store's (day, month) ids of what it holds for the request, or
+        # None when it holds nothing (a check only, or the store out and policy allows).
+        self.task: asyncio.Task[Period | None] | None = None
+        self._holds = False  # the worst case is held, or asked to be
+
+    @property
+    def started(self) -> bool:
+        return self.task is not None
+
+    def start(
+        self, ctx: RequestContext, hold: bool = True, probe: Probe | None = None
+    ) -> asyncio.Task[Period | None]:
+        task = self.task
+        if task is None:
+            self._holds = hold
+            task = self.task = _spawn(self._reserve(ctx, hold, probe))
+        elif hold and not self._holds:  # checked without holding, and now going upstream
+            self._holds = True
+            task = self.task = _spawn(self._top_up(ctx, task))
+        return task
+
+    async def _top_up(
+        self, ctx: RequestContext, check: asyncio.Task[Period | None]
+    ) -> Period | None:
+        await check  # a refusal stands; its request was counted against the rate limit
+        return await self._reserve(ctx, hold=True, probe=None, count_request=False)
+
+    async def _reserve(
+        self, ctx: RequestContext, hold: bool, probe: Probe | None, count_request: bool = True
+    ) -> Period | None:
+        """Check the rate limits and every budget, and (with `hold`) hold the worst case."""
+        plan = self._plan
+        key = ctx.authenticated_key()
+        try:
+            result = await ctx.app[ACCOUNTING].reserve(
+                ctx.request_id,
+                plan.amount_micro,
+                plan.tokens,
+                ctx.runtime.config.accounting.reservation_ttl_s * 1000,
+                plan.rpm if count_request else 0,
+                plan.tpm,
+                key.name,
+                plan.scopes,
+                hold,
+                None if probe is None else probe.rider,
+            )
+        except StoreUnavailable as exc:
+            _answer(probe, exc)
+            _on_store_error(ctx, plan, exc, hold)
+            return None
+        if isinstance(result, Limited):
+            _answer(probe, None)
+            raise _rate_limited(result, plan)
+        if isinstance(result, Exhausted):
+            _answer(probe, None)
+            raise _exhausted(result, plan)
+        self._holds = result.held  # before the reader wakes: a hit it cannot serve tops up
+        _answer(probe, result.read)
+        _limit_headers(ctx, plan, result)
+        return (result.day, result.month) if result.held else None
+
+
+def _spawn(check: Coroutine[Any, Any, Period | None]) -> asyncio.Task[Period | None]:
+    return asyncio.get_running_loop().create_task(check)
+
+
+def _answer(probe: Probe | None, reply: object) -> None:
+    """Hand a probe its reply (or the store's error), unless its reader has gone."""
+    if probe is None or probe.reply.done():
+        return
+    if isinstance(reply, BaseException):
+        probe.reply.set_exception(reply)
+    else:
+        probe.reply.set_result(reply)
 
 
 def _limit_headers(ctx: RequestContext, plan: Plan, result: Reserved) -> None:
@@ -160,7 +220,7 @@ def _reset_time(period: str, day: str, month: str) -> str:
     return nxt.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _on_store_error(ctx: RequestContext, plan: Plan, exc: StoreUnavailable) -> None:
+def _on_store_error(ctx: RequestContext, plan: Plan, exc: StoreUnavailable, hold: bool) -> None:
     """Budgets fail closed (or within a per-process allowance); rate limits fail open."""
     _log.warning("store_unavailable", stage="limits", request_id=ctx.request_id, error=str(exc))
     ctx.app[METRICS].redis_error("budget")
@@ -170,7 +230,7 @@ def _on_store_error(ctx: RequestContext, plan: Plan, exc: StoreUnavailable) -> N
     config = ctx.runtime.config.accounting
     if config.budget_on_store_error == "allowance":
         allowance = ctx.app[OUTAGE_SPEND]
-        spent = allowance.get(key.name, 0) + plan.amount_micro
+        spent = allowance.get(key.name, 0) + (plan.amount_micro if hold else 0)
         if spent <= round(key.outage_allowance_usd * 1_000_000):
             allowance[key.name] = spent
             return
@@ -180,16 +240,17 @@ def _on_store_error(ctx: RequestContext, plan: Plan, exc: StoreUnavailable) -> N
     )
 
 
-def _refused(reservation: asyncio.Task[Period | None] | None, err: BaseException) -> bool:
+def _refused(gate: _Reservation | None, err: BaseException) -> bool:
+    reservation = gate.task if gate is not None else None
     if reservation is None or not reservation.done() or reservation.cancelled():
         return False
     return reservation.exception() is err
 
 
-async def _settle_after(
-    ctx: RequestContext, plan: Plan, reservation: asyncio.Task[Period | None] | None
-) -> None:
-    """Settle once the reservation's verdict is in; a refused request reserved nothing."""
+async def _settle_after(ctx: RequestContext, plan: Plan, gate: _Reservation | None) -> None:
+    """Settle once the reservation's verdict is in; a refused request reserved nothing, nor
+    did one whose gate no stage asked."""
+    reservation = gate.task if gate is not None else None
     if reservation is None:
         await _settle(ctx, plan, None)
         return
@@ -209,7 +270,7 @@ async def _settle(ctx: RequestContext, plan: Plan, period: Period | None) -> Non
     ctx.cost_micro, ctx.cost_source = cost, source
     accounting = ctx.app[ACCOUNTING]
     accounting.count((period or local_periods())[1], stat_fields(ctx, cost, tokens))
-    if period is None:  # nothing was reserved (none needed, or the store was out)
+    if period is None:  # nothing is held (none needed, a hit, or the store was out)
         return
     try:
         crossings = await accounting.settle(

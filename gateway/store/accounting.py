@@ -50,11 +50,25 @@ class StatFields:
 
 
 @dataclass(frozen=True, slots=True)
+class Rider:
+    """A read that rides in the reservation's own command (one script, one round trip):
+    `script` is the reservation's with the read added (gateway/cache/reserve_lookup.lua); its
+    keys follow the accounting prefix and its arguments the reservation's. What the read
+    returns comes back as `Reserved.read`; a refused request reads nothing."""
+
+    script: Script
+    keys: tuple[str, ...]
+    args: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Reserved:
     remaining_micro: int | None  # least budget left across scopes, this reservation held
     remaining_requests: int | None
     day: str  # UTC period ids from the store's clock: YYYYMMDD, YYYYMM
     month: str
+    held: bool  # False: checked and counted, nothing held (nothing to settle)
+    read: list[Any] | None = None  # the rider's reply
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,9 +135,14 @@ class Accounting:
         self._flush_timer: asyncio.TimerHandle | None = None
         self._flushing: set[asyncio.Task[None]] = set()
 
-    async def _run(self, script: Script, args: Sequence[Any]) -> Any:
+    @property
+    def reserve_script(self) -> Script:
+        """For a rider's script, which is this one with a read added."""
+        return self._reserve
+
+    async def _run(self, script: Script, args: Sequence[Any], keys: Sequence[str] = _KEYS) -> Any:
         try:  # as _boundary does, without a context manager on every request's path
-            return await script.run(self._store, _KEYS, args)
+            return await script.run(self._store, keys, args)
         except _STORE_ERRORS as exc:
             raise _unavailable(exc) from None
 
@@ -137,12 +156,18 @@ class Accounting:
         tpm: int,
         rate_key: str,
         scopes: Sequence[Scope],
+        hold: bool = True,
+        rider: Rider | None = None,
     ) -> Reserved | RateLimited | BudgetExhausted:
+        """`hold=False`: for a request served without the provider (see reserve.lua)."""
         args: list[Any] = [request_id, amount_micro, tokens, ttl_ms, rpm, tpm, rate_key]
-        args.append(len(scopes))
+        args += ["1" if hold else "0", len(scopes)]
         for s in scopes:
             args += [s.name, _limit(s.day_micro), _limit(s.month_micro), _limit(s.month_tokens)]
-        out = await self._run(self._reserve, args)
+        if rider is None:
+            out = await self._run(self._reserve, args)
+        else:
+            out = await self._run(rider.script, [*args, *rider.args], (PREFIX, *rider.keys))
         kind = int(out[0])
         if kind == 2:
             return RateLimited(_s(out[1]), int(out[2]), bool(int(out[3])))
@@ -156,6 +181,8 @@ class Accounting:
             remaining_requests=None if requests < 0 else requests,
             day=_s(out[3]),
             month=_s(out[4]),
+            held=int(out[5]) == 1,
+            read=out[6:] if rider is not None else None,
         )
 
     async def settle(

@@ -23,8 +23,13 @@ class Script:
     sha: str
 
     @classmethod
-    def load(cls, package: str, name: str) -> Script:
-        source = resources.files(package).joinpath(name).read_text("utf-8")
+    def load(cls, package: str, *names: str) -> Script:
+        """The named files of `package`, one after the other (a file of functions first)."""
+        files = resources.files(package)
+        return cls.of("\n".join(files.joinpath(name).read_text("utf-8") for name in names))
+
+    @classmethod
+    def of(cls, source: str) -> Script:
         return cls(source, hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest())
 
     async def run(self, redis: Store, keys: Sequence[str], args: Sequence[Any]) -> Any:

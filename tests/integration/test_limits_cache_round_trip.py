@@ -1,41 +1,88 @@
-"""The reservation and the cache read share one round trip; the limits still decide first."""
+"""The reservation and the cache read are one command; a hit holds nothing and needs no
+settle; the limits still decide first, and every request that reaches the provider is billed."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
+from gateway.accounting import local_periods
+from gateway.cache.state import CACHE_STATE
 from gateway.mock import MockState
+from gateway.routes import STORE
+from gateway.store.accounting import ACCOUNTING
+from gateway.store.coalesce import _Wire
+from gateway.store.scripts import Script
 from tests.conftest import KEY_A, sha
-from tests.integration.test_store_coalesce import count_round_trips
+from tests.integration.test_cache import post
+from tests.processes import free_port
 
 Client = TestClient[Any, Any]
+MakeGateway = Callable[..., Awaitable[Client]]
 A = {"Authorization": f"Bearer {KEY_A}"}
-CHAT = {"model": "gpt-4o-mini", "temperature": 0, "messages": [{"role": "user", "content": "x"}]}
+# $4000 per 1M output tokens: the mock's 10-token reply below costs $0.04.
+PRICING = {"budget-model": {"input": 0, "output": 4000}}
+REPLY = {"x-mock-reply": "abcd efgh ijkl mnop qrst uvwx yzab cdef"}
+COST = 40_000  # micro-dollars
+CHAT = {
+    "model": "budget-model",
+    "max_tokens": 25,
+    "temperature": 0,
+    "messages": [{"role": "user", "content": "x"}],
+}
+RPM = 100
 
-pytestmark = pytest.mark.redis
+SETTLE = Script.load("gateway.store", "lua/settle.lua").sha
+BACKGROUND = {  # batched, not a request's own: they may ride in any round trip
+    Script.load("gateway.store", name).sha for name in ("lua/stats_add.lua", "lua/log_append.lua")
+}
 
 
 @pytest.fixture
 def trips(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
-    """The commands each round trip to the store carried."""
-    return count_round_trips(monkeypatch)
+    """Each round trip to the store: the commands it carried (a script by its SHA), less the
+    batched background ones."""
+    recorded: list[list[str]] = []
+    send = _Wire.send
+
+    def recording(self: _Wire, batch: list[Any], deadline: float) -> None:
+        names = [_name(item.args) for item in batch if not item.future.done()]
+        recorded.append([name for name in names if name not in BACKGROUND])
+        send(self, batch, deadline)
+
+    monkeypatch.setattr(_Wire, "send", recording)
+    return recorded
+
+
+def _name(args: tuple[Any, ...]) -> str:
+    return str(args[1]) if args[0] in ("EVALSHA", "EVAL") else str(args[0])
+
+
+def _trips(recorded: list[list[str]]) -> list[list[str]]:
+    return [trip for trip in recorded if trip]
 
 
 async def limited_cached_gateway(
-    make_gateway: Callable[..., Awaitable[Client]], redis_url: str, rpm: int
+    make_gateway: MakeGateway,
+    store_url: str,
+    rpm: int = RPM,
+    cache: dict[str, Any] | None = None,
+    key: dict[str, Any] | None = None,
+    **sections: Any,
 ) -> Client:
     return await make_gateway(
-        storage={"url": redis_url},
+        storage={"url": store_url},
+        pricing=PRICING,
         routes=[
             {
                 "name": "chat",
                 "match": {"path": "/v1/chat/completions"},
                 "provider": "openai",
-                "cache": {"ttl_s": 60},
+                "cache": {"ttl_s": 60, **(cache or {})},
             }
         ],
         keys=[
@@ -45,26 +92,101 @@ async def limited_cached_gateway(
                 "routes": ["*"],
                 "budget": {"usd_per_day": 100},
                 "rate_limit": {"rpm": rpm},
+                **(key or {}),
             }
         ],
+        **sections,
     )
 
 
-async def test_reservation_and_cache_read_travel_together(
-    make_gateway: Callable[..., Awaitable[Client]], redis_url: str, trips: list[list[str]]
+async def spent_and_held(gateway: Client) -> list[int]:
+    day = local_periods()[0]
+    accounting = gateway.app[ACCOUNTING]
+    names = [f"spent:k:team-a:d{day}", f"held:k:team-a:d{day}"]
+    return [*await accounting.read(names), await accounting.open_reservations()]
+
+
+def remaining_requests(resp: Any) -> int:
+    return int(resp.headers["x-ratelimit-remaining-requests"])
+
+
+async def test_a_miss_reserves_and_reads_the_cache_in_one_command(
+    make_gateway: MakeGateway, redis_url: str, trips: list[list[str]]
 ) -> None:
-    gateway = await limited_cached_gateway(make_gateway, redis_url, rpm=100)
+    gateway = await limited_cached_gateway(make_gateway, redis_url)
     trips.clear()  # start-up: loading scripts, the first sweep
-    resp = await gateway.post("/v1/chat/completions", json=CHAT, headers=A)
+    resp, _ = await post(gateway, CHAT, {**A, **REPLY})
     assert resp.status == 200
     assert resp.headers["x-gateway-cache"] == "MISS"
-    assert len(trips[0]) == 2  # the reservation and the cache lookup: one round trip
+    reserve_lookup = gateway.app[CACHE_STATE].scripts.reserve_lookup.sha
+    assert _trips(trips)[0] == [reserve_lookup]  # the reservation and the lookup: one command
+    assert SETTLE in _trips(trips)[1]  # the bill, before the answer leaves
+    assert await spent_and_held(gateway) == [COST, 0, 0]
+
+
+async def test_a_hit_is_one_round_trip_and_holds_nothing(
+    make_gateway: MakeGateway, redis_url: str, trips: list[list[str]]
+) -> None:
+    gateway = await limited_cached_gateway(make_gateway, redis_url)
+    miss, body = await post(gateway, CHAT, {**A, **REPLY})
+    trips.clear()
+    hit, cached = await post(gateway, CHAT, {**A, **REPLY})
+    assert (hit.status, hit.headers["x-gateway-cache"], cached) == (200, "HIT", body)
+    reserve_lookup = gateway.app[CACHE_STATE].scripts.reserve_lookup.sha
+    assert _trips(trips) == [[reserve_lookup]]  # no settle: nothing was held
+    assert remaining_requests(hit) == remaining_requests(miss) - 1  # counted all the same
+    assert hit.headers["x-gateway-cost-usd"] == "0.000000"
+    assert await spent_and_held(gateway) == [COST, 0, 0]
+
+
+async def test_followers_served_their_twins_answer_hold_nothing(
+    make_gateway: MakeGateway, redis_url: str, trips: list[list[str]], mock: MockState
+) -> None:
+    gateway = await limited_cached_gateway(make_gateway, redis_url)
+    trips.clear()
+    slow = {**A, **REPLY, "x-mock-latency-ms": "200"}
+    answers = await asyncio.gather(*(post(gateway, CHAT, slow) for _ in range(10)))
+    assert sorted(resp.headers["x-gateway-cache"] for resp, _ in answers) == ["HIT"] * 9 + ["MISS"]
+    assert len(mock.requests) == 1
+    assert sum(trip.count(SETTLE) for trip in trips) == 1  # the leader's only
+    assert await spent_and_held(gateway) == [COST, 0, 0]
+    after, _ = await post(gateway, {**CHAT, "max_tokens": 24}, {**A, **REPLY})
+    assert remaining_requests(after) == RPM - 11  # every follower was counted
+
+
+async def test_followers_left_to_go_upstream_alone_are_held_and_billed(
+    make_gateway: MakeGateway, store_url: str, mock: MockState
+) -> None:
+    # An answer too large to store: the leader has nothing to share.
+    gateway = await limited_cached_gateway(make_gateway, store_url, cache={"max_entry_bytes": 16})
+    slow = {**A, **REPLY, "x-mock-latency-ms": "200"}
+    answers = await asyncio.gather(*(post(gateway, CHAT, slow) for _ in range(4)))
+    assert {resp.status for resp, _ in answers} == {200}
+    assert {resp.headers["x-gateway-cost-usd"] for resp, _ in answers} == {"0.040000"}
+    assert len(mock.requests) == 4
+    assert await spent_and_held(gateway) == [4 * COST, 0, 0]
+    after, _ = await post(gateway, {**CHAT, "max_tokens": 24}, {**A, **REPLY})
+    assert remaining_requests(after) == RPM - 5  # each counted once, not again when held
+
+
+async def test_an_entry_it_cannot_read_sends_the_request_upstream_held_and_billed(
+    make_gateway: MakeGateway, redis_url: str, mock: MockState
+) -> None:
+    gateway = await limited_cached_gateway(make_gateway, redis_url)
+    await post(gateway, CHAT, {**A, **REPLY})
+    store = gateway.app[STORE]
+    (key,) = [k async for k in store.scan_iter(match="gw:cache:*") if not k.endswith(b":lock")]
+    await store.set(key, b"99999999999999\nnot an entry")  # fresh by its expiry, else damaged
+    resp, _ = await post(gateway, CHAT, {**A, **REPLY})
+    assert (resp.status, resp.headers["x-gateway-cache"]) == (200, "MISS")
+    assert len(mock.requests) == 2
+    assert await spent_and_held(gateway) == [2 * COST, 0, 0]
 
 
 async def test_a_refused_request_is_not_answered_from_the_cache(
-    make_gateway: Callable[..., Awaitable[Client]], redis_url: str, mock: MockState
+    make_gateway: MakeGateway, store_url: str, mock: MockState
 ) -> None:
-    gateway = await limited_cached_gateway(make_gateway, redis_url, rpm=1)
+    gateway = await limited_cached_gateway(make_gateway, store_url, rpm=1)
     first = await gateway.post("/v1/chat/completions", json=CHAT, headers=A)
     assert first.status == 200
     second = await gateway.post("/v1/chat/completions", json=CHAT, headers=A)
@@ -75,12 +197,30 @@ async def test_a_refused_request_is_not_answered_from_the_cache(
 
 
 async def test_a_refused_request_never_reaches_the_provider(
-    make_gateway: Callable[..., Awaitable[Client]], redis_url: str, mock: MockState
+    make_gateway: MakeGateway, store_url: str, mock: MockState
 ) -> None:
-    gateway = await limited_cached_gateway(make_gateway, redis_url, rpm=1)
+    gateway = await limited_cached_gateway(make_gateway, store_url, rpm=1)
     unique = [{**CHAT, "messages": [{"role": "user", "content": f"q{i}"}]} for i in range(3)]
     statuses = [
         (await gateway.post("/v1/chat/completions", json=body, headers=A)).status for body in unique
     ]
     assert statuses == [200, 429, 429]
     assert len(mock.requests) == 1
+
+
+async def test_with_the_store_down_the_cache_acts_empty_and_the_budget_policy_decides(
+    make_gateway: MakeGateway, mock: MockState
+) -> None:
+    gateway = await limited_cached_gateway(
+        make_gateway,
+        f"redis://127.0.0.1:{free_port()}/0",
+        key={"outage_allowance_usd": 0.15},  # one request's worst case ($0.10), not two
+        accounting={"budget_on_store_error": "allowance"},
+    )
+    first, _ = await post(gateway, CHAT, {**A, **REPLY})
+    second, _ = await post(gateway, CHAT, {**A, **REPLY})
+    assert (first.status, first.headers["x-gateway-cache"]) == (200, "MISS")
+    assert second.status == 503
+    assert (await second.json())["error"]["code"] == "budget_store_unavailable"
+    assert len(mock.requests) == 1
+    assert gateway.app[CACHE_STATE].stats.errors == 1  # then it rests: not asked again

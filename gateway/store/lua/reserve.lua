@@ -2,14 +2,18 @@
 -- (Expired reservations still count as held until sweep.lua charges them: never an overspend.)
 --
 -- KEYS[1]  the accounting prefix, e.g. "llmgw:{acct}:" (every key below shares its hash tag)
--- ARGV     id, amount_micro, tokens, ttl_ms, rpm, tpm, rate_key, n_scopes,
+-- ARGV     id, amount_micro, tokens, ttl_ms, rpm, tpm, rate_key, hold ('1'|'0'), n_scopes,
 --          then per scope: name, day_limit_micro, month_limit_micro, month_limit_tokens (-1 = none)
--- Returns  {1, remaining_micro|-1, remaining_requests|-1, day, month}
+--          hold '0': a request served without calling the provider (from the cache) is checked
+--          as any other and takes its request from the rate limit, but holds nothing (no
+--          tokens per minute, no budget): it costs nothing and needs no settle
+-- Returns  {1, remaining_micro|-1, remaining_requests|-1, day, month, held (1|0)}
 --          {2, which ("rpm"|"tpm"), retry_after_ms, 0|1 (1 = can never pass)}
 --          {3, scope, period ("day"|"month"|"tokens"), used, limit, day, month}
 local p = KEYS[1]
 local id, amount, tokens, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local rpm, tpm, rate_key, n = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7], tonumber(ARGV[8])
+local rpm, tpm, rate_key = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
+local hold, n = ARGV[8] == '1', tonumber(ARGV[9])
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -60,18 +64,18 @@ end
 local remaining = -1
 local scopes = {}
 for i = 0, n - 1 do
-  local name = ARGV[9 + i * 4]
-  local limits = {{'day', 'd' .. day, tonumber(ARGV[10 + i * 4])},
-                  {'month', 'm' .. month, tonumber(ARGV[11 + i * 4])}}
+  local name = ARGV[10 + i * 4]
+  local limits = {{'day', 'd' .. day, tonumber(ARGV[11 + i * 4])},
+                  {'month', 'm' .. month, tonumber(ARGV[12 + i * 4])}}
   for _, l in ipairs(limits) do
     if l[3] >= 0 then
       local used = num(p .. 'spent:' .. name .. ':' .. l[2]) + num(p .. 'held:' .. name .. ':' .. l[2])
       if used + amount > l[3] then return {3, name, l[1], int(used), int(l[3]), day, month} end
-      local left = l[3] - used - amount
+      local left = l[3] - used - (hold and amount or 0)
       if remaining < 0 or left < remaining then remaining = left end
     end
   end
-  local tok_limit = tonumber(ARGV[12 + i * 4])
+  local tok_limit = tonumber(ARGV[13 + i * 4])
   if tok_limit >= 0 then
     local used = num(p .. 'tokens:' .. name .. ':m' .. month) + num(p .. 'heldtok:' .. name .. ':m' .. month)
     if used + tokens > tok_limit then return {3, name, 'tokens', int(used), int(tok_limit), day, month} end
@@ -82,6 +86,7 @@ end
 -- 3. Everything passed: commit.
 local key_ttl = 400 * 86400
 if req_tat then redis.call('SET', p .. 'rl:' .. rate_key .. ':req', int(req_tat), 'PX', 120000) end
+if not hold then return {1, int(remaining), remaining_requests, day, month, 0} end
 if tok_tat then redis.call('SET', p .. 'rl:' .. rate_key .. ':tok', int(tok_tat), 'PX', 120000) end
 for _, name in ipairs(scopes) do
   for _, per in ipairs({'d' .. day, 'm' .. month}) do
@@ -96,4 +101,4 @@ if #scopes > 0 then
   redis.call('HSET', p .. 'resv', id, rec)
   redis.call('ZADD', p .. 'resv:exp', now + ttl, id)
 end
-return {1, int(remaining), remaining_requests, day, month}
+return {1, int(remaining), remaining_requests, day, month, 1}
