@@ -50,7 +50,8 @@ NOTES = [
     "CPU µs/req: utime+stime of the process (tree) from /proc over the phase, divided by "
     "the requests wrk completed; Redis CPU is the redis-server process's (shared instance).",
     "Added latency: the phase's percentile minus `direct`'s at the same provider latency and "
-    "connections (cache hits: against `direct` at 0 ms).",
+    "connections (cache hits: against `direct` at 0 ms). `direct` runs before and after the "
+    "proxies; each percentile's baseline is the better of the two runs.",
     "Proxy/load core %: how busy each core was; a load core near 100 % means the proxy was not "
     "the bottleneck, and its CPU µs/req is then the figure to compare.",
     "Unattributed CPU %: busy time on all cores that no process of the run was charged for "

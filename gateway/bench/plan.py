@@ -67,8 +67,10 @@ class StreamPhase:
 
 def wrk_phases(options: Options) -> list[Phase]:
     """Grouped by latency, then connections, so every proxy is compared with `direct` under
-    the same conditions. A cache hit never calls the provider, so its latency does not
-    change it: it is measured at the first latency only."""
+    the same conditions; `direct` runs again at the end of each group, so that a disturbed
+    baseline cannot flatter the proxies (the better of the two counts). A cache hit never
+    calls the provider, so its latency does not change it: it is measured at the first
+    latency only."""
     phases: list[Phase] = []
     first = options.latencies_ms[0] if options.latencies_ms else 0
     for latency in options.latencies_ms:
@@ -77,12 +79,14 @@ def wrk_phases(options: Options) -> list[Phase]:
                 if target == "gateway-hit" and latency != first:
                     continue
                 phases.append(Phase(target, latency, connections))
+            phases.append(Phase("direct", latency, connections))
     return phases
 
 
 def stream_phases(options: Options) -> list[StreamPhase]:
+    """As `wrk_phases`: `direct` before and after the proxies at each latency."""
     return [
         StreamPhase(target, latency, options.stream_connections)
         for latency in options.latencies_ms
-        for target in STREAM_TARGETS
+        for target in (*STREAM_TARGETS, "direct")
     ]

@@ -121,14 +121,18 @@ class Report:
 
 
 def derive(phases: list[PhaseResult]) -> list[PhaseResult]:
-    """Added latency over `direct` and CPU over the forwarder, at equal latency and connections."""
-    by = {(p.target, p.latency_ms, p.connections): p for p in phases}
+    """Added latency over `direct` and CPU over the forwarder, at equal latency and connections.
+    Where `direct` ran more than once, each percentile's baseline is its best run."""
+    by = {(p.target, p.latency_ms, p.connections): p for p in phases if p.target != "direct"}
+    directs = _best_directs(
+        [(p.latency_ms, p.connections, p.p50_ms, p.p99_ms) for p in phases if p.target == "direct"]
+    )
     out = []
     for p in phases:
-        direct = by.get(("direct", p.latency_ms, p.connections))
+        direct = directs.get((p.latency_ms, p.connections))
         forwarder = by.get(("forwarder", p.latency_ms, p.connections))
         if p.target == "gateway-hit":  # measured at one latency: compare with 0 ms direct
-            direct = by.get(("direct", 0, p.connections)) or direct
+            direct = directs.get((0, p.connections)) or direct
             forwarder = by.get(("forwarder", 0, p.connections)) or forwarder
         if p.target == "direct" or direct is None:
             out.append(p)
@@ -136,8 +140,8 @@ def derive(phases: list[PhaseResult]) -> list[PhaseResult]:
         out.append(
             replace(
                 p,
-                added_p50_ms=minus(p.p50_ms, direct.p50_ms),
-                added_p99_ms=minus(p.p99_ms, direct.p99_ms),
+                added_p50_ms=minus(p.p50_ms, direct[0]),
+                added_p99_ms=minus(p.p99_ms, direct[1]),
                 cpu_vs_forwarder=ratio(p.proxy_cpu_us, forwarder.proxy_cpu_us)
                 if forwarder is not None and p.target != "forwarder"
                 else None,
@@ -147,18 +151,38 @@ def derive(phases: list[PhaseResult]) -> list[PhaseResult]:
 
 
 def derive_streams(streams: list[StreamResult]) -> list[StreamResult]:
-    by = {(s.target, s.latency_ms): s for s in streams}
+    directs = _best_directs(
+        [(s.latency_ms, 0, s.ttft_p50_ms, s.ttft_p99_ms) for s in streams if s.target == "direct"]
+    )
     out = []
     for s in streams:
-        direct = by.get(("direct", s.latency_ms))
+        direct = directs.get((s.latency_ms, 0))
         if s.target == "direct" or direct is None:
             out.append(s)
             continue
         out.append(
             replace(
                 s,
-                added_ttft_p50_ms=minus(s.ttft_p50_ms, direct.ttft_p50_ms),
-                added_ttft_p99_ms=minus(s.ttft_p99_ms, direct.ttft_p99_ms),
+                added_ttft_p50_ms=minus(s.ttft_p50_ms, direct[0]),
+                added_ttft_p99_ms=minus(s.ttft_p99_ms, direct[1]),
             )
         )
     return out
+
+
+Baseline = tuple[float | None, float | None]  # the best p50 and the best p99, in ms
+
+
+def _best_directs(
+    runs: list[tuple[int, int, float | None, float | None]],
+) -> dict[tuple[int, int], Baseline]:
+    """(latency, connections) -> the lowest p50 and the lowest p99 of its `direct` runs."""
+    best: dict[tuple[int, int], Baseline] = {}
+    for latency, connections, p50, p99 in runs:
+        old50, old99 = best.get((latency, connections), (None, None))
+        best[(latency, connections)] = (_lower(old50, p50), _lower(old99, p99))
+    return best
+
+
+def _lower(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else min(a, b)

@@ -69,7 +69,7 @@ def _added_latency(report: Report) -> Check:
     name, target = "Added latency, 50 ms provider, c16", "p50 < 2 ms, p99 < 10 ms"
     if p is None or p.added_p50_ms is None or p.added_p99_ms is None:
         return Check(name, target, "-", _verdict(None))
-    measured = f"p50 +{p.added_p50_ms:.2f} ms, p99 +{p.added_p99_ms:.2f} ms"
+    measured = f"p50 {p.added_p50_ms:+.2f} ms, p99 {p.added_p99_ms:+.2f} ms"
     return Check(name, target, measured, _verdict(p.added_p50_ms < 2 and p.added_p99_ms < 10))
 
 
@@ -78,7 +78,7 @@ def _ttft(report: Report) -> Check:
     name, target = "Streaming time to first token", "adds < 2 ms at p50"
     if s is None or s.added_ttft_p50_ms is None:
         return Check(name, target, "-", _verdict(None))
-    measured = f"+{s.added_ttft_p50_ms:.2f} ms p50 ({s.latency_ms} ms provider, c{s.connections})"
+    measured = f"{s.added_ttft_p50_ms:+.2f} ms p50 ({s.latency_ms} ms provider, c{s.connections})"
     return Check(name, target, measured, _verdict(s.added_ttft_p50_ms < 2))
 
 

@@ -149,8 +149,18 @@ def test_phases_measure_cache_hits_at_the_first_latency_only() -> None:
     phases = wrk_phases(Options(connections=(1, 16), latencies_ms=(0, 50)))
     hits = [p for p in phases if p.target == "gateway-hit"]
     assert [(p.latency_ms, p.connections) for p in hits] == [(0, 1), (0, 16)]
-    assert len(phases) == 2 * 2 * 3 + 2
+    assert len(phases) == 2 * 2 * 4 + 2
     assert phases[0].name == "direct 0ms c1"
+
+
+def test_phases_measure_direct_before_and_after_the_proxies() -> None:
+    phases = wrk_phases(Options(connections=(16,), latencies_ms=(0, 50)))
+    assert [p.target for p in phases if p.latency_ms == 50] == [
+        "direct",
+        "forwarder",
+        "gateway-miss",
+        "direct",
+    ]
 
 
 def test_stream_phases_compare_every_target_at_each_latency() -> None:
@@ -159,9 +169,11 @@ def test_stream_phases_compare_every_target_at_each_latency() -> None:
         ("direct", 0),
         ("forwarder", 0),
         ("gateway", 0),
+        ("direct", 0),
         ("direct", 50),
         ("forwarder", 50),
         ("gateway", 50),
+        ("direct", 50),
     ]
 
 

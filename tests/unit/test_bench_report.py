@@ -77,6 +77,23 @@ def test_added_latency_is_against_direct_at_the_same_latency_and_connections() -
     assert by_target(report, "direct", 0).added_p50_ms is None
 
 
+def test_a_disturbed_direct_run_does_not_flatter_the_proxies() -> None:
+    phases = [
+        phase("direct", 50, 16, p50_ms=52.9, p99_ms=54.0),  # disturbed
+        phase("gateway-miss", 50, 16, p50_ms=53.5, p99_ms=59.0),
+        phase("direct", 50, 16, p50_ms=51.2, p99_ms=110.0),  # a stall in its p99
+    ]
+    streams = [
+        StreamResult("direct", 50, 16, 500, 0, 54.3, 56.0, None),
+        StreamResult("gateway", 50, 16, 480, 0, 58.5, 65.0, 800.0),
+        StreamResult("direct", 50, 16, 500, 0, 51.9, 70.0, None),
+    ]
+    miss = next(p for p in derive(phases) if p.target == "gateway-miss")
+    assert (miss.added_p50_ms, miss.added_p99_ms) == (2.3, 5.0)  # the best p50, the best p99
+    stream = next(s for s in derive_streams(streams) if s.target == "gateway")
+    assert (stream.added_ttft_p50_ms, stream.added_ttft_p99_ms) == (6.6, 9.0)
+
+
 def test_cpu_ratio_is_against_the_forwarder_of_the_same_phase() -> None:
     report = sample_report()
     assert by_target(report, "gateway-miss", 0).cpu_vs_forwarder == 2.5
