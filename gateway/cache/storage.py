@@ -31,7 +31,8 @@ COUNT_TIMEOUT_S = 5.0
 # timeout per process per second rather than one per request.
 COOL_OFF_S = 1.0
 
-_RESERVE_LOOKUP = ("read.lua", "reserve_lookup.lua")
+# The entry's read and lock as functions, then the two scripts that call them.
+_LOOKUPS = ("read.lua", "lookup.lua", "reserve_lookup.lua")
 T = TypeVar("T")
 LockState = Literal["leader", "follower", "none"]
 _log = structlog.get_logger("gateway.cache")
@@ -60,10 +61,11 @@ class Scripts:
 
     @classmethod
     def load(cls, reserve: Script) -> Scripts:
+        """`reserve`: the accounting's reservation script, which `reserve_lookup` calls."""
         files = resources.files(__package__)
-        read, driver = (files.joinpath(name).read_text("utf-8") for name in _RESERVE_LOOKUP)
+        read, lookup, driver = (files.joinpath(name).read_text("utf-8") for name in _LOOKUPS)
         return cls(
-            lookup=Script.load(__package__, "read.lua", "lookup.lua"),
+            lookup=Script.of(f"{read}\n{lookup}"),
             store=Script.load(__package__, "store.lua"),
             release=Script.load(__package__, "release.lua"),
             reserve_lookup=Script.of(

@@ -5,7 +5,7 @@ is asked when a later stage first needs its verdict, still in the same event-loo
 nothing is lost by waiting (the store client sends the commands of one turn together). That
 lets the stage in between choose how to ask:
 
-- `probe(ctx, probe)`: the cache stage's read rides in the reservation's own command (one
+- `probe(ctx, read)`: the cache stage's read rides in the reservation's own command (one
   script, one round trip); on a hit the reservation holds nothing, so there is nothing to
   settle either.
 - `passed(ctx, hold=False)`: a request about to be served from this process's memory (a

@@ -23,10 +23,8 @@ class Script:
     sha: str
 
     @classmethod
-    def load(cls, package: str, *names: str) -> Script:
-        """The named files of `package`, one after the other (a file of functions first)."""
-        files = resources.files(package)
-        return cls.of("\n".join(files.joinpath(name).read_text("utf-8") for name in names))
+    def load(cls, package: str, name: str) -> Script:
+        return cls.of(resources.files(package).joinpath(name).read_text("utf-8"))
 
     @classmethod
     def of(cls, source: str) -> Script:
