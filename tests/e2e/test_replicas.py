@@ -24,6 +24,14 @@ from gateway.accounting import local_periods
 from gateway.store import open_store
 from gateway.store.accounting import Accounting
 from tests.conftest import PROVIDER_KEY, sha
+from tests.integration import test_limits_cache_round_trip as round_trip
+from tests.integration.test_cache import post
+from tests.integration.test_limits_cache_round_trip import (
+    MakeGateway,
+    limited_cached_gateway,
+    remaining_requests,
+    spent_and_held,
+)
 from tests.processes import free_port
 
 BUDGET_KEY, LIMITED_KEY = "gk-replica-budget", "gk-replica-limited"
@@ -295,3 +303,18 @@ async def test_three_replicas_on_a_redis_cluster_hold_budget_and_rate_limit(
     redis_cluster: str, mock_url_for_processes: str, tmp_path: Path
 ) -> None:
     await _assert_budget_and_rate_limit_hold(redis_cluster, mock_url_for_processes, tmp_path)
+
+
+async def test_a_cache_hit_on_a_redis_cluster_is_counted_and_leaves_nothing_held(
+    redis_cluster: str, make_gateway: MakeGateway, mock: Any
+) -> None:  # the cluster first: it outlives the gateway, whose shutdown still writes to it
+    # On a cluster the reservation and the lookup are two scripts (different slots), and a
+    # hit settles its reservation: the same outcome as on one Redis, one round trip more.
+    gateway = await limited_cached_gateway(make_gateway, redis_cluster)
+    miss, body = await post(gateway, round_trip.CHAT, {**round_trip.A, **round_trip.REPLY})
+    hit, cached = await post(gateway, round_trip.CHAT, {**round_trip.A, **round_trip.REPLY})
+    assert (miss.headers["x-gateway-cache"], hit.headers["x-gateway-cache"]) == ("MISS", "HIT")
+    assert (hit.status, cached) == (200, body)
+    assert remaining_requests(hit) == remaining_requests(miss) - 1
+    assert len(mock.requests) == 1
+    assert await spent_and_held(gateway) == [round_trip.COST, 0, 0]
