@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import AsyncIterator, Coroutine
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import pytest
@@ -18,12 +18,18 @@ from gateway.mock import MockState
 from gateway.routes import STORE
 from tests.integration.test_cache import MakeGateway, cache_config, chat, post
 
+R = TypeVar("R", bound="TcpRelay")
+
 
 def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port
+
+
+# Sees each chunk a relay carries; False stops the copy.
+Check = Callable[[bytes], Awaitable[bool]]
 
 
 class TcpRelay:
@@ -58,9 +64,14 @@ class TcpRelay:
         """What carries the bytes each way: commands up, replies down."""
         return [self._pipe(reader, up_writer), self._pipe(up_reader, writer)]
 
-    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, check: Check | None = None
+    ) -> None:
+        """Copy `src` to `dst`; `check` sees each chunk first and may stop the copy."""
         with contextlib.suppress(ConnectionError, OSError):
             while data := await src.read(65536):
+                if check is not None and not await check(data):
+                    break
                 dst.write(data)
                 await dst.drain()
         dst.close()
@@ -76,13 +87,25 @@ class TcpRelay:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
+@contextlib.asynccontextmanager
+async def relaying(relay: R) -> AsyncIterator[R]:
+    """`relay` running, stopped afterwards."""
+    await relay.start()
+    try:
+        yield relay
+    finally:
+        await relay.stop()
+
+
+def redis_address(redis_url: str) -> tuple[str, int]:
+    parts = urlsplit(redis_url)
+    return parts.hostname or "127.0.0.1", parts.port or 6379
+
+
 @pytest.fixture
 async def relay(redis_url: str) -> AsyncIterator[TcpRelay]:
-    parts = urlsplit(redis_url)
-    relay = TcpRelay(parts.hostname or "127.0.0.1", parts.port or 6379)
-    await relay.start()
-    yield relay
-    await relay.stop()
+    async with relaying(TcpRelay(*redis_address(redis_url))) as running:
+        yield running
 
 
 async def test_redis_on_a_closed_port_fails_open_and_counts_errors(

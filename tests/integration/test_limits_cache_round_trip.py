@@ -15,10 +15,10 @@ from gateway.cache.state import CACHE_STATE
 from gateway.mock import MockState
 from gateway.routes import STORE
 from gateway.store.accounting import ACCOUNTING
-from gateway.store.coalesce import _Wire
 from gateway.store.scripts import Script
 from tests.conftest import KEY_A, sha
 from tests.integration.test_cache import post
+from tests.integration.test_store_coalesce import count_round_trips
 from tests.processes import free_port
 
 Client = TestClient[Any, Any]
@@ -44,26 +44,15 @@ BACKGROUND = {  # batched, not a request's own: they may ride in any round trip
 
 @pytest.fixture
 def trips(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
-    """Each round trip to the store: the commands it carried (a script by its SHA), less the
-    batched background ones."""
-    recorded: list[list[str]] = []
-    send = _Wire.send
-
-    def recording(self: _Wire, batch: list[Any], deadline: float) -> None:
-        names = [_name(item.args) for item in batch if not item.future.done()]
-        recorded.append([name for name in names if name not in BACKGROUND])
-        send(self, batch, deadline)
-
-    monkeypatch.setattr(_Wire, "send", recording)
-    return recorded
-
-
-def _name(args: tuple[Any, ...]) -> str:
-    return str(args[1]) if args[0] in ("EVALSHA", "EVAL") else str(args[0])
+    """Each round trip to the store: the commands it carried (a script by its SHA)."""
+    return count_round_trips(monkeypatch)
 
 
 def _trips(recorded: list[list[str]]) -> list[list[str]]:
-    return [trip for trip in recorded if trip]
+    """The round trips of requests: less the batched background commands, and the trips
+    that carried nothing else."""
+    trips = ([name for name in trip if name not in BACKGROUND] for trip in recorded)
+    return [trip for trip in trips if trip]
 
 
 async def limited_cached_gateway(

@@ -13,21 +13,31 @@ from redis.exceptions import DataError, NoScriptError, ResponseError
 
 from gateway.store import open_store
 from gateway.store.coalesce import _Wire, pack
+from gateway.store.scripts import Script
 
 pytestmark = pytest.mark.redis
 
 
 def count_round_trips(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
-    """The command names of every round trip (one write) the coalescer makes."""
+    """The commands of every round trip (one write) the coalescer makes: each by its name, a
+    script by its SHA."""
     trips: list[list[str]] = []
     send = _Wire.send
 
     def recording(self: _Wire, batch: list[Any], deadline: float) -> None:
-        trips.append([str(item.args[0]) for item in batch if not item.future.done()])
+        trips.append([_name(item.args) for item in batch if not item.future.done()])
         send(self, batch, deadline)
 
     monkeypatch.setattr(_Wire, "send", recording)
     return trips
+
+
+def _name(args: tuple[Any, ...]) -> str:
+    if args[0] == "EVALSHA":
+        return str(args[1])
+    if args[0] == "EVAL":
+        return Script.of(str(args[1])).sha
+    return str(args[0])
 
 
 async def test_commands_of_one_turn_share_one_round_trip(

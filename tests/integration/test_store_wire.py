@@ -4,7 +4,6 @@ re-sent once after a dropped connection, failed fast when the store is stuck."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
@@ -16,7 +15,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError
 
 from gateway.store import COMMAND_TIMEOUT_S, open_store
-from tests.integration.test_cache_redis_failures import TcpRelay
+from tests.integration.test_cache_redis_failures import TcpRelay, redis_address, relaying
 from tests.integration.test_store_coalesce import count_round_trips
 
 pytestmark = pytest.mark.redis
@@ -41,38 +40,26 @@ class Relay(TcpRelay):
         up_writer: asyncio.StreamWriter,
     ) -> list[Coroutine[Any, Any, None]]:
         self.connections += 1
-        return [self._commands(reader, up_writer, writer), self._replies(up_reader, writer)]
 
-    async def _commands(
-        self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, client: asyncio.StreamWriter
-    ) -> None:
-        with contextlib.suppress(ConnectionError, OSError):
-            while data := await src.read(65536):
-                if self.cuts > 0 and b"\r\n" + self.cut_key + b"\r\n" in data:
-                    self.cuts -= 1
-                    client.transport.abort()  # the command never reaches Redis
-                    break
-                dst.write(data)
-                await dst.drain()
-        dst.close()
+        async def command(data: bytes) -> bool:
+            if self.cuts > 0 and b"\r\n" + self.cut_key + b"\r\n" in data:
+                self.cuts -= 1
+                writer.transport.abort()  # the command never reaches Redis
+                return False
+            return True
 
-    async def _replies(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError, OSError):
-            while data := await src.read(65536):
-                while self.frozen:
-                    await asyncio.sleep(0.01)
-                dst.write(data)
-                await dst.drain()
-        dst.close()
+        return [self._pipe(reader, up_writer, command), self._pipe(up_reader, writer, self._reply)]
+
+    async def _reply(self, data: bytes) -> bool:
+        while self.frozen:
+            await asyncio.sleep(0.01)
+        return True
 
 
 @pytest.fixture
 async def relay(redis_url: str) -> AsyncIterator[Relay]:
-    parts = urlsplit(redis_url)
-    relay = Relay(parts.hostname or "127.0.0.1", parts.port or 6379)
-    await relay.start()
-    yield relay
-    await relay.stop()
+    async with relaying(Relay(*redis_address(redis_url))) as running:
+        yield running
 
 
 @pytest.fixture
