@@ -26,23 +26,34 @@ class Flight:
     """One leader's upstream call; followers await its entry (None: nothing to share)."""
 
     result: asyncio.Future[Entry | None]
+    # When the followers stop waiting for the leader (loop time), and the one timer that
+    # ends their wait: armed by the first follower, stopped when the leader lands.
+    give_up_at: float
+    timer: asyncio.TimerHandle | None = None
     # An expired entry the leader found, so a follower that must go upstream can still
     # serve it if every target fails.
     stale: Entry | None = None
 
-    async def wait(self, timeout_s: float = FOLLOW_WAIT_S) -> Entry | None:
-        try:
-            async with asyncio.timeout(timeout_s):
-                # Shielded: a follower giving up must not cancel the leader's result.
-                return await asyncio.shield(self.result)
-        except TimeoutError:
-            return None
+    async def wait(self) -> Entry | None:
+        """The leader's entry; None when it has none to share, or has not landed in time."""
+        result = self.result
+        if result.done():
+            return result.result()
+        if self.timer is None:
+            self.timer = result.get_loop().call_at(self.give_up_at, self._give_up)
+        # Shielded: a follower that leaves (its client gone) must not end the others' wait.
+        return await asyncio.shield(result)
+
+    def _give_up(self) -> None:
+        if not self.result.done():
+            self.result.set_result(None)
 
 
 @dataclass(slots=True)
 class Flights:
     """The flights in progress in this process, by cache key."""
 
+    follow_wait_s: float = FOLLOW_WAIT_S
     _flights: dict[str, Flight] = field(default_factory=dict)
 
     def join(self, key: str) -> tuple[Flight, bool]:
@@ -50,7 +61,8 @@ class Flights:
         flight = self._flights.get(key)
         if flight is not None:
             return flight, False
-        flight = Flight(asyncio.get_running_loop().create_future())
+        loop = asyncio.get_running_loop()
+        flight = Flight(loop.create_future(), loop.time() + self.follow_wait_s)
         self._flights[key] = flight
         return flight, True
 
@@ -58,6 +70,8 @@ class Flights:
         """End a flight: hand `entry` to its followers; later requests start a new one."""
         if self._flights.get(key) is flight:
             del self._flights[key]
+        if flight.timer is not None:
+            flight.timer.cancel()
         if not flight.result.done():
             flight.result.set_result(entry)
 

@@ -77,14 +77,37 @@ async def test_flight_followers_get_the_leaders_entry() -> None:
     other, follows = flights.join("k")
     assert (leads, follows, other is flight) == (True, False, True)
     entry = Entry("chat", b"{}", None, 0, 1)
-    waiter = asyncio.create_task(other.wait(1.0))
+    waiter = asyncio.create_task(other.wait())
     flights.land("k", flight, entry)
     assert await waiter is entry
     assert len(flights) == 0
     assert flights.join("k")[1] is True  # a new flight starts
 
 
-async def test_flight_follower_gives_up_after_its_wait() -> None:
-    flight, _ = Flights().join("k")
-    assert await flight.wait(0.01) is None
-    assert not flight.result.done()  # the leader's result is not cancelled
+async def test_flight_followers_give_up_together_at_the_flights_deadline() -> None:
+    flights = Flights(follow_wait_s=0.05)
+    flight, _ = flights.join("k")
+    started = asyncio.get_running_loop().time()
+    waiters = [asyncio.create_task(flight.wait()) for _ in range(3)]
+    assert await asyncio.gather(*waiters) == [None, None, None]
+    assert asyncio.get_running_loop().time() - started >= 0.05
+    late = Entry("chat", b"{}", None, 0, 1)
+    flights.land("k", flight, late)  # a leader landing after the deadline changes nothing
+    assert await flight.wait() is None
+    assert len(flights) == 0
+
+
+async def test_a_follower_that_leaves_does_not_end_the_others_wait() -> None:
+    flights = Flights()
+    flight, _ = flights.join("k")
+    leaving = asyncio.create_task(flight.wait())
+    staying = asyncio.create_task(flight.wait())
+    await asyncio.sleep(0)
+    leaving.cancel()
+    await asyncio.sleep(0)
+    assert not flight.result.done()
+    entry = Entry("chat", b"{}", None, 0, 1)
+    flights.land("k", flight, entry)
+    assert await staying is entry
+    assert flight.timer is not None
+    assert flight.timer.cancelled()  # landing stops the timer
