@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Coroutine, Sequence
+from contextlib import suppress
 from typing import Any
 
 import structlog
@@ -49,20 +49,19 @@ class Drain:
         """Requests not yet ended: being answered, or settling after their answer."""
         return len(self._in_flight)
 
-    @contextmanager
-    def track(self, request: web.Request) -> Iterator[None]:
-        """Around a handler: the request counts as in flight until its handler returns, which
-        is after its last byte and its settlement."""
+    def enter(self, request: web.Request) -> asyncio.Task[object] | None:
+        """A handler starts: its request counts as in flight until `leave`, which is after
+        its last byte and its settlement. (Two calls rather than a context manager: this is
+        on every request's path.)"""
         task = asyncio.current_task()
-        if task is None:  # pragma: no cover - handlers always run in a task
-            yield
-            return
-        self._in_flight[task] = request
-        try:
-            yield
-        finally:
+        if task is not None:  # always, in a handler
+            self._in_flight[task] = request
+        return task
+
+    def leave(self, task: asyncio.Task[object] | None) -> None:
+        if task is not None:
             del self._in_flight[task]
-            self._changed.set()
+        self._changed.set()
 
     def finish_later(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run `work` in a task of its own, which no client disconnect and no drain cut can

@@ -39,8 +39,11 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
         drain = app[DRAIN]
         if drain.draining and request.path not in ANSWERED_WHILE_DRAINING:
             raise shutting_down()
-        with drain.track(request):
+        task = drain.enter(request)
+        try:
             return await handler(request)
+        finally:
+            drain.leave(task)
     except GatewayError as err:
         return render_error(request, err)
     except web.HTTPException as exc:
