@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 import sys
+import time
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
@@ -86,8 +89,47 @@ def log_request(ctx: RequestContext) -> dict[str, Any]:
     if out is None:
         _request_log.info("request", **fields)
         return fields
-    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-    line = {**fields, "event": "request", "level": "info", "timestamp": now}
+    line = {**fields, "event": "request", "level": "info", "timestamp": utc_timestamp()}
     out.write(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))
-    out.flush()
+    _flush_at_end_of_turn(out)
     return fields
+
+
+def utc_timestamp(now: float | None = None) -> str:
+    """`now` (default: the current time) as structlog's TimeStamper(fmt="iso", utc=True)
+    writes it, e.g. 2026-11-26T09:30:00.123456Z; the date and time are formatted once a
+    second."""
+    frac, whole = math.modf(time.time() if now is None else now)
+    second, micro = int(whole), round(frac * 1_000_000)  # as datetime rounds it
+    if micro >= 1_000_000:
+        second, micro = second + 1, micro - 1_000_000
+    if _second[0] != second:
+        _second[:] = [second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")]
+    return f"{_second[1]}.{micro:06d}Z" if micro else f"{_second[1]}Z"
+
+
+_second: list[Any] = [None, ""]  # the second last formatted, and its date and time
+
+
+def _flush_at_end_of_turn(out: BinaryIO) -> None:
+    """The lines of one event-loop turn leave in one write, at its end (at once outside a
+    loop); other log lines share the buffer, so the order holds."""
+    global _flush_due
+    if _flush_due:
+        return
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        out.flush()
+        return
+    _flush_due = True
+    loop.call_soon(_flush, out)
+
+
+def _flush(out: BinaryIO) -> None:
+    global _flush_due
+    _flush_due = False
+    out.flush()
+
+
+_flush_due = False

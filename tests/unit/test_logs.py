@@ -3,6 +3,8 @@ pipeline renders it; through structlog otherwise."""
 
 from __future__ import annotations
 
+import asyncio
+import io
 import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -67,3 +69,50 @@ def test_the_direct_json_line_is_the_line_structlog_writes(
 def test_other_settings_go_through_structlog(fmt: str, level: str) -> None:
     logs.configure_logging(LoggingConfig(format=fmt, level=level))
     assert logs._direct is None
+
+
+@pytest.mark.parametrize(
+    "now",
+    [
+        1764149400.0,  # a whole second: no fraction, as isoformat writes it
+        1764149400.5,
+        1764149400.000001,
+        1764149400.9999996,  # rounds up into the next second
+        1740808129.4695885,
+        1859738490.1430974,
+    ],
+)
+def test_the_timestamp_is_the_one_datetime_writes(now: float) -> None:
+    expected = datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z")
+    assert logs.utc_timestamp(now) == expected
+
+
+class _Writes(io.RawIOBase):
+    """A file that records each write it receives."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.writes.append(bytes(data))
+        return len(data)
+
+
+@pytest.mark.usefixtures("restored")
+async def test_the_lines_of_one_turn_leave_in_one_write_at_its_end(runtime: Runtime) -> None:
+    raw = _Writes()
+    logs._direct = io.BufferedWriter(raw)
+    ctx = finished(runtime, usage=Usage(input_tokens=12, output_tokens=3), cost_micro=42)
+    logs.log_request(ctx)
+    logs.log_request(ctx)
+    assert raw.writes == []  # not yet: the turn is not over
+    await asyncio.sleep(0)
+    assert len(raw.writes) == 1
+    first, second = raw.writes[0].splitlines()
+    assert orjson.loads(first)["request_id"] == orjson.loads(second)["request_id"]
+    logs.log_request(ctx)  # the next turn's line gets its own write
+    await asyncio.sleep(0)
+    assert len(raw.writes) == 2
