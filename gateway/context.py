@@ -43,8 +43,11 @@ class RequestContext:
 
     request: web.Request
     runtime: Runtime
-    request_id: str
+    request_id: str  # shown to the client and in the log: possibly the client's own
     dialect: Dialect
+    # No other request's (the client may send one `x-request-id` on several at once): the key
+    # of the request's budget reservation. Default: the request id, when the gateway made it.
+    unique_id: str = ""
     started: float = field(default_factory=time.perf_counter)
     body: bytes = b""
     payload: dict[str, Any] | None = None
@@ -95,6 +98,8 @@ class RequestContext:
 
     def __post_init__(self) -> None:
         self.app = self.request.app
+        if not self.unique_id:
+            self.unique_id = self.request_id
 
     def elapsed_s(self) -> float:
         return time.perf_counter() - self.started

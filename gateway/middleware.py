@@ -16,21 +16,27 @@ from gateway.errors import GatewayError, InternalError, NotFound
 from gateway.sites import SITES
 
 REQUEST_ID = web.RequestKey("request_id", str)
+# An id no other request has, for the gateway's own records (a budget reservation): the one
+# shown may be the client's, which it may send on several requests at once.
+UNIQUE_ID = web.RequestKey("unique_id", str)
 CONTEXT: web.RequestKey[RequestContext] = web.RequestKey("context")
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 _log = structlog.get_logger("gateway.edge")
 
 
-def request_id_for(request: web.Request) -> str:
-    """Keep a well-formed client-sent `x-request-id` (for tracing), else make one."""
+def request_ids(request: web.Request) -> tuple[str, str]:
+    """(the id shown, the unique id): a well-formed client-sent `x-request-id` is kept and
+    shown (for tracing), with an id of the gateway's own as the unique one; else one new id
+    is both."""
+    unique = os.urandom(16).hex()
     sent = request.headers.get("x-request-id", "")
-    return sent if _CLIENT_ID.match(sent) else os.urandom(16).hex()
+    return (sent if _CLIENT_ID.match(sent) else unique), unique
 
 
 @web.middleware
 async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request[REQUEST_ID] = request_id_for(request)
+    request[REQUEST_ID], request[UNIQUE_ID] = request_ids(request)
     app = request.app
     try:
         if not app[SITES].serves(request):

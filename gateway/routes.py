@@ -14,7 +14,7 @@ from gateway.drain import CUT, DRAIN, shutdown_answer
 from gateway.errors import GatewayError
 from gateway.logs import log_request
 from gateway.metrics import METRICS
-from gateway.middleware import CONTEXT, REQUEST_ID
+from gateway.middleware import CONTEXT, REQUEST_ID, UNIQUE_ID
 from gateway.observe import record_request
 from gateway.pipeline import Next
 from gateway.resilience import RESILIENCE, readiness_detail
@@ -34,6 +34,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         request=request,
         runtime=app[RUNTIME],
         request_id=request[REQUEST_ID],
+        unique_id=request[UNIQUE_ID],
         dialect=dialect_for(request),
     )
     request[CONTEXT] = ctx

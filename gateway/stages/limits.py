@@ -119,7 +119,7 @@ class _Reservation:
         key = ctx.authenticated_key()
         try:
             result = await ctx.app[ACCOUNTING].reserve(
-                ctx.request_id,
+                ctx.unique_id,
                 plan.amount_micro,
                 plan.tokens,
                 ctx.runtime.config.accounting.reservation_ttl_s * 1000,
@@ -274,7 +274,7 @@ async def _settle(ctx: RequestContext, plan: Plan, period: Period | None) -> Non
         return
     try:
         crossings = await accounting.settle(
-            ctx.request_id,
+            ctx.unique_id,
             (cost, tokens),
             (plan.amount_micro, plan.tokens),
             period,

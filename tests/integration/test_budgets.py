@@ -10,6 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.accounting import local_periods
+from gateway.drain import DRAIN
 from gateway.mock import MockState, ScriptStep
 from gateway.store.accounting import ACCOUNTING
 from tests.conftest import KEY_A, KEY_B, sha
@@ -198,6 +199,27 @@ async def test_concurrent_requests_never_hold_more_than_the_budget(
     assert await store.read([_month("spent"), _month("held")]) == [ok * 40_000, 0]
     assert await store.open_reservations() == 0
     assert len(mock.requests) == ok
+
+
+async def test_concurrent_requests_sharing_a_client_request_id_are_each_billed(
+    budgeted: Callable[..., Awaitable[Client]], mock: MockState
+) -> None:
+    """A client may send the same x-request-id on requests in flight together (a retry
+    reusing its trace id, a constant id): each is still held, billed and released once."""
+    gateway = await budgeted(keys=_keys(a={"budget": {"usd_per_month": 10.0}}))
+    store = gateway.app[ACCOUNTING]
+    headers = {**A, "x-mock-reply": REPLY_40_CHARS, "x-request-id": "same-trace-id"}
+    slow = {**headers, "x-mock-latency-ms": "200"}
+    responses = await asyncio.gather(
+        gateway.post("/v1/chat/completions", json=CHAT, headers=slow),
+        *(gateway.post("/v1/chat/completions", json=CHAT, headers=headers) for _ in range(4)),
+    )
+    assert [r.status for r in responses] == [200] * 5
+    assert {r.headers["x-request-id"] for r in responses} == {"same-trace-id"}  # echoed
+    assert await gateway.app[DRAIN].wait_idle(5)
+    assert await store.read([_month("spent"), _month("held")]) == [5 * 40_000, 0]
+    assert await store.open_reservations() == 0
+    assert len(mock.requests) == 5
 
 
 async def test_unpriced_model_is_billed_at_its_reservation(
