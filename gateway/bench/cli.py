@@ -25,6 +25,16 @@ def _ints(text: str) -> tuple[int, ...]:
     return values
 
 
+def _rounds(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"need at least one round: {text}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m gateway.bench",
@@ -36,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=float, help="seconds of warm-up per target (default 2)")
     p.add_argument("--connections", type=_ints, help="wrk connections (default 1,16,64)")
     p.add_argument("--latencies", type=_ints, help="provider latencies in ms (default 0,50)")
+    p.add_argument(
+        "--rounds", type=_rounds, help="runs of each proxy phase, the median reported (default 3)"
+    )
     p.add_argument("--stream-duration", type=float, help="seconds per streaming phase")
     p.add_argument(
         "--soak",
@@ -70,6 +83,7 @@ def options_from(argv: Sequence[str]) -> Options:
         ("connections", args.connections),
         ("latencies_ms", args.latencies),
         ("stream_duration_s", args.stream_duration),
+        ("rounds", args.rounds),
     ):
         if value is not None:
             changes[name] = value

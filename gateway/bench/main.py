@@ -52,6 +52,10 @@ NOTES = [
     "Added latency: the phase's percentile minus `direct`'s at the same provider latency and "
     "connections (cache hits: against `direct` at 0 ms). `direct` runs before and after the "
     "proxies; each percentile's baseline is the better of the two runs.",
+    "Rounds: the proxies take turns, phase after phase, as many rounds as `--rounds`; each "
+    "row gives the median of its runs (CPU range: the lowest and the highest), and `vs "
+    "forwarder` the median of each round's ratio (the gateway's CPU over the forwarder's of "
+    "the same round, measured seconds apart). `direct` gives its best run, the baseline.",
     "Proxy/load core %: how busy each core was; a load core near 100 % means the proxy was not "
     "the bottleneck, and its CPU µs/req is then the figure to compare.",
     "Unattributed CPU %: busy time on all cores that no process of the run was charged for "

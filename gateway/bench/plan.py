@@ -26,6 +26,9 @@ class Options:
     latencies_ms: tuple[int, ...] = (0, 50)
     stream_connections: int = 16
     stream_duration_s: float = 10.0
+    # Each proxy phase runs this many times, the targets taking turns, and the report gives
+    # the median: a machine whose speed drifts over minutes then moves every target alike.
+    rounds: int = 3
     soak_s: float = 0.0
     workers: bool = True
     redis_url: str = DEFAULT_REDIS_URL
@@ -39,6 +42,7 @@ QUICK = Options(
     connections=(16,),
     latencies_ms=(0, 50),
     stream_duration_s=3.0,
+    rounds=1,
     quick=True,
 )
 
@@ -50,10 +54,11 @@ class Phase:
     target: Target
     latency_ms: int
     connections: int
+    round: int = 0  # which of the repeated runs (see Options.rounds)
 
     @property
     def name(self) -> str:
-        return f"{self.target} {self.latency_ms}ms c{self.connections}"
+        return f"{self.target} {self.latency_ms}ms c{self.connections} #{self.round + 1}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,18 +73,22 @@ class StreamPhase:
 def wrk_phases(options: Options) -> list[Phase]:
     """Grouped by latency, then connections, so every proxy is compared with `direct` under
     the same conditions; `direct` runs again at the end of each group, so that a disturbed
-    baseline cannot flatter the proxies (the better of the two counts). A cache hit never
-    calls the provider, so its latency does not change it: it is measured at the first
-    latency only."""
+    baseline cannot flatter the proxies (the better of the two counts). In between, the
+    proxies take turns for `rounds` rounds, so each round's ratios compare runs a few seconds
+    apart. A cache hit never calls the provider, so its latency does not change it: it is
+    measured at the first latency only."""
     phases: list[Phase] = []
     first = options.latencies_ms[0] if options.latencies_ms else 0
+    proxies = [t for t in WRK_TARGETS if t != "direct"]
     for latency in options.latencies_ms:
         for connections in options.connections:
-            for target in WRK_TARGETS:
-                if target == "gateway-hit" and latency != first:
-                    continue
-                phases.append(Phase(target, latency, connections))
             phases.append(Phase("direct", latency, connections))
+            for round_ in range(max(1, options.rounds)):
+                for target in proxies:
+                    if target == "gateway-hit" and latency != first:
+                        continue
+                    phases.append(Phase(target, latency, connections, round_))
+            phases.append(Phase("direct", latency, connections, 1))
     return phases
 
 

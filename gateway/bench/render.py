@@ -19,6 +19,10 @@ def _n(value: float | None, digits: int = 0, sign: bool = False) -> str:
     return f"+{text}" if sign and value >= 0 else text
 
 
+def _range(span: tuple[float, float] | None) -> str:
+    return "-" if span is None else f"{span[0]:,.0f} to {span[1]:,.0f}"
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -56,6 +60,7 @@ def _phases(report: Report) -> list[str]:
         "Added p50",
         "Added p99",
         "Proxy CPU µs/req",
+        "CPU range",
         "vs forwarder",
         "Mock CPU µs/req",
         "Redis CPU µs/req",
@@ -76,6 +81,7 @@ def _phases(report: Report) -> list[str]:
             _n(p.added_p50_ms, 2, sign=True),
             _n(p.added_p99_ms, 2, sign=True),
             _n(p.proxy_cpu_us),
+            _range(p.proxy_cpu_range),
             _n(p.cpu_vs_forwarder, 2),
             _n(p.mock_cpu_us),
             _n(p.store_cpu_us),
@@ -87,7 +93,9 @@ def _phases(report: Report) -> list[str]:
         ]
         for p in report.phases
     ]
-    return ["### Requests (wrk)", "", *_table(header, rows)]
+    runs = max((p.runs for p in report.phases), default=1)
+    intro = [f"Each proxy row is the median of {runs} runs (see the notes)."] if runs > 1 else []
+    return ["### Requests (wrk)", "", *intro, *([""] if intro else []), *_table(header, rows)]
 
 
 def _streams(report: Report) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -42,10 +43,15 @@ class PhaseResult:
     # Busy time not charged to the run's processes (kernel network work, other jobs), in
     # percent of one core.
     other_pct: float | None = None
+    round: int = 0  # which run of its target (see Options.rounds)
     # Derived, filled by `derive`.
     added_p50_ms: float | None = None
     added_p99_ms: float | None = None
     cpu_vs_forwarder: float | None = None
+    # Filled by `summarize`: how many runs the row sums up, and their lowest and highest
+    # proxy CPU per request.
+    runs: int = 1
+    proxy_cpu_range: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +115,8 @@ class Report:
     machine: dict[str, Any]
     cpus: str
     options: dict[str, Any]
-    phases: list[PhaseResult] = field(default_factory=list)
+    phases: list[PhaseResult] = field(default_factory=list)  # one row per target (medians)
+    runs: list[PhaseResult] = field(default_factory=list)  # every wrk run, in order
     streams: list[StreamResult] = field(default_factory=list)
     memory: list[MemoryResult] = field(default_factory=list)
     soak: SoakResult | None = None
@@ -121,19 +128,22 @@ class Report:
 
 
 def derive(phases: list[PhaseResult]) -> list[PhaseResult]:
-    """Added latency over `direct` and CPU over the forwarder, at equal latency and connections.
-    Where `direct` ran more than once, each percentile's baseline is its best run."""
-    by = {(p.target, p.latency_ms, p.connections): p for p in phases if p.target != "direct"}
+    """Added latency over `direct` and CPU over the forwarder of the same round, at equal
+    latency and connections. Where `direct` ran more than once, each percentile's baseline is
+    its best run."""
+    by = {
+        (p.target, p.latency_ms, p.connections, p.round): p for p in phases if p.target != "direct"
+    }
     directs = _best_directs(
         [(p.latency_ms, p.connections, p.p50_ms, p.p99_ms) for p in phases if p.target == "direct"]
     )
     out = []
     for p in phases:
         direct = directs.get((p.latency_ms, p.connections))
-        forwarder = by.get(("forwarder", p.latency_ms, p.connections))
+        forwarder = by.get(("forwarder", p.latency_ms, p.connections, p.round))
         if p.target == "gateway-hit":  # measured at one latency: compare with 0 ms direct
             direct = directs.get((0, p.connections)) or direct
-            forwarder = by.get(("forwarder", 0, p.connections)) or forwarder
+            forwarder = by.get(("forwarder", 0, p.connections, p.round)) or forwarder
         if p.target == "direct" or direct is None:
             out.append(p)
             continue
@@ -148,6 +158,47 @@ def derive(phases: list[PhaseResult]) -> list[PhaseResult]:
             )
         )
     return out
+
+
+def summarize(runs: list[PhaseResult]) -> list[PhaseResult]:
+    """One row per target, latency and connections, in the order first run: the median of
+    its runs (of the per-round ratio, too), errors and requests summed. `direct` shows the
+    baseline the proxies were measured against: its best p50 and its best p99."""
+    groups: dict[tuple[str, int, int], list[PhaseResult]] = {}
+    for run in runs:
+        groups.setdefault((run.target, run.latency_ms, run.connections), []).append(run)
+    return [_summary(group) for group in groups.values()]
+
+
+def _summary(group: list[PhaseResult]) -> PhaseResult:
+    first = group[0]
+    cpus = [r.proxy_cpu_us for r in group if r.proxy_cpu_us is not None]
+    best = first.target == "direct"
+
+    def med(name: str) -> Any:
+        values = [getattr(r, name) for r in group if getattr(r, name) is not None]
+        return round(statistics.median(values), 3) if values else None
+
+    return replace(
+        first,
+        requests=sum(r.requests for r in group),
+        rps=med("rps"),
+        p50_ms=min(r.p50_ms for r in group) if best else med("p50_ms"),
+        p99_ms=min(r.p99_ms for r in group) if best else med("p99_ms"),
+        errors=sum(r.errors for r in group),
+        proxy_cpu_us=med("proxy_cpu_us"),
+        mock_cpu_us=med("mock_cpu_us"),
+        store_cpu_us=med("store_cpu_us"),
+        proxy_core_pct=med("proxy_core_pct"),
+        load_core_pct=med("load_core_pct"),
+        store_commands=med("store_commands"),
+        other_pct=med("other_pct"),
+        added_p50_ms=med("added_p50_ms"),
+        added_p99_ms=med("added_p99_ms"),
+        cpu_vs_forwarder=ratio(med("cpu_vs_forwarder"), 1.0),  # to two places, as a ratio
+        runs=len(group),
+        proxy_cpu_range=(min(cpus), max(cpus)) if len(cpus) > 1 else None,
+    )
 
 
 def derive_streams(streams: list[StreamResult]) -> list[StreamResult]:

@@ -25,6 +25,7 @@ from gateway.bench.results import (
     cpu_us_per_request,
     derive,
     derive_streams,
+    summarize,
 )
 from gateway.bench.soak import soak
 from gateway.bench.stack import BODY_PREFIX, BODY_SUFFIX, PATH, REPLY, Stack, help_mentions
@@ -82,7 +83,8 @@ class Run:
             self.stack.smoke()
             idle = {n: p.memory_kib()[0] for n, p in self.stack.procs.items()}
             self._warm_up()
-            report.phases = derive([self._phase(p) for p in wrk_phases(self.options)])
+            report.runs = derive([self._phase(p) for p in wrk_phases(self.options)])
+            report.phases = summarize(report.runs)
             report.streams = derive_streams([self._stream(s) for s in stream_phases(self.options)])
             if self.options.soak_s > 0:
                 self.say(f"soak: {self.options.soak_s:g} s")
@@ -165,6 +167,7 @@ class Run:
             load_core_pct=self._busy(before, after, self.cpus.load),
             other_pct=self._other(before, after),
             store_commands=self._commands(r.requests, before, after, phase.target),
+            round=phase.round,
         )
 
     def _per_request(

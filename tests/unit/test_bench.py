@@ -146,21 +146,30 @@ def test_choose_cpus_without_pinning_or_with_one_cpu_pins_nothing() -> None:
 
 
 def test_phases_measure_cache_hits_at_the_first_latency_only() -> None:
-    phases = wrk_phases(Options(connections=(1, 16), latencies_ms=(0, 50)))
+    phases = wrk_phases(Options(connections=(1, 16), latencies_ms=(0, 50), rounds=1))
     hits = [p for p in phases if p.target == "gateway-hit"]
     assert [(p.latency_ms, p.connections) for p in hits] == [(0, 1), (0, 16)]
     assert len(phases) == 2 * 2 * 4 + 2
-    assert phases[0].name == "direct 0ms c1"
+    assert phases[0].name == "direct 0ms c1 #1"
 
 
-def test_phases_measure_direct_before_and_after_the_proxies() -> None:
-    phases = wrk_phases(Options(connections=(16,), latencies_ms=(0, 50)))
-    assert [p.target for p in phases if p.latency_ms == 50] == [
-        "direct",
-        "forwarder",
-        "gateway-miss",
-        "direct",
+def test_phases_measure_direct_before_and_after_the_proxies_taking_turns() -> None:
+    phases = wrk_phases(Options(connections=(16,), latencies_ms=(0, 50), rounds=2))
+    assert [(p.target, p.round) for p in phases if p.latency_ms == 50] == [
+        ("direct", 0),
+        ("forwarder", 0),
+        ("gateway-miss", 0),
+        ("forwarder", 1),
+        ("gateway-miss", 1),
+        ("direct", 1),
     ]
+    assert len(phases) == (2 + 2 * 3) + (2 + 2 * 2)
+
+
+def test_a_round_count_below_one_is_an_argument_error() -> None:
+    with pytest.raises(SystemExit):
+        options_from(["--rounds", "0"])
+    assert options_from(["--rounds", "5"]).rounds == 5
 
 
 def test_stream_phases_compare_every_target_at_each_latency() -> None:
@@ -182,6 +191,7 @@ def test_options_default_to_the_documented_full_run() -> None:
     assert options.connections == (1, 16, 64)
     assert options.latencies_ms == (0, 50)
     assert options.duration_s == 10.0
+    assert options.rounds == 3
     assert options.redis_url.endswith("/12")
     assert options.soak_s == 0.0
     assert options.pin
@@ -193,6 +203,7 @@ def test_quick_options_are_short_with_fewer_phases() -> None:
     assert options.quick
     assert options.duration_s == QUICK.duration_s < 10
     assert options.connections == (16,)
+    assert options.rounds == 1
     assert options.out == "/tmp/x"
 
 

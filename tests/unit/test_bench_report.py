@@ -16,11 +16,12 @@ from gateway.bench.results import (
     WorkersResult,
     derive,
     derive_streams,
+    summarize,
 )
 from gateway.bench.targets import check_targets
 
 
-def phase(target: str, latency: int, conns: int, **fields: float | None) -> PhaseResult:
+def phase(target: str, latency: int, conns: int, **fields: float | int | None) -> PhaseResult:
     base = PhaseResult(
         target=target,
         latency_ms=latency,
@@ -99,6 +100,40 @@ def test_cpu_ratio_is_against_the_forwarder_of_the_same_phase() -> None:
     assert by_target(report, "gateway-miss", 0).cpu_vs_forwarder == 2.5
     assert by_target(report, "gateway-miss", 50).cpu_vs_forwarder == 2.33
     assert by_target(report, "forwarder", 0).cpu_vs_forwarder is None
+
+
+def test_each_round_compares_with_the_forwarder_of_its_own_round() -> None:
+    runs = derive(
+        [
+            phase("direct", 0, 64, p50_ms=4.0, p99_ms=9.0),
+            phase("forwarder", 0, 64, proxy_cpu_us=100.0, round=0),
+            phase("gateway-hit", 0, 64, proxy_cpu_us=90.0, round=0),
+            phase("forwarder", 0, 64, proxy_cpu_us=200.0, round=1),  # the machine slowed
+            phase("gateway-hit", 0, 64, proxy_cpu_us=180.0, round=1),
+            phase("forwarder", 0, 64, proxy_cpu_us=110.0, round=2),
+            phase("gateway-hit", 0, 64, proxy_cpu_us=121.0, round=2),
+            phase("direct", 0, 64, p50_ms=3.5, p99_ms=12.0, round=1),
+        ]
+    )
+    hits = [r.cpu_vs_forwarder for r in runs if r.target == "gateway-hit"]
+    assert hits == [0.9, 0.9, 1.1]
+    rows = summarize(runs)
+    assert [r.target for r in rows] == ["direct", "forwarder", "gateway-hit"]
+    direct, forwarder, hit = rows
+    assert (direct.runs, direct.p50_ms, direct.p99_ms) == (2, 3.5, 9.0)  # the baseline
+    assert (hit.runs, hit.cpu_vs_forwarder) == (3, 0.9)  # the median round
+    assert (hit.proxy_cpu_us, hit.proxy_cpu_range) == (121.0, (90.0, 180.0))
+    assert forwarder.proxy_cpu_us == 110.0
+    assert (hit.requests, hit.errors) == (30_000, 0)
+    assert check_targets(replace(sample_report(), phases=rows))[1].verdict == "met"
+
+
+def test_one_round_summarises_to_its_own_run() -> None:
+    runs = derive(sample_report().phases)
+    rows = summarize(runs)
+    assert [(r.target, r.latency_ms) for r in rows] == [(r.target, r.latency_ms) for r in runs]
+    miss = next(r for r in rows if r.target == "gateway-miss" and r.latency_ms == 0)
+    assert (miss.proxy_cpu_us, miss.proxy_cpu_range, miss.cpu_vs_forwarder) == (500.0, None, 2.5)
 
 
 def test_cache_hits_compare_with_direct_and_forwarder_at_zero_latency() -> None:
