@@ -114,22 +114,21 @@ _second: list[Any] = [None, ""]  # the second last formatted, and its date and t
 def _flush_at_end_of_turn(out: BinaryIO) -> None:
     """The lines of one event-loop turn leave in one write, at its end (at once outside a
     loop); other log lines share the buffer, so the order holds."""
-    global _flush_due
-    if _flush_due:
-        return
+    global _flush_on
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
         out.flush()
         return
-    _flush_due = True
-    loop.call_soon(_flush, out)
+    if _flush_on is not loop:  # none is due on this loop (one that closed never ran its own)
+        _flush_on = loop
+        loop.call_soon(_flush, out)
 
 
 def _flush(out: BinaryIO) -> None:
-    global _flush_due
-    _flush_due = False
+    global _flush_on
+    _flush_on = None
     out.flush()
 
 
-_flush_due = False
+_flush_on: asyncio.AbstractEventLoop | None = None  # the loop a flush is due on

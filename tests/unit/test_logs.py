@@ -116,3 +116,31 @@ async def test_the_lines_of_one_turn_leave_in_one_write_at_its_end(runtime: Runt
     logs.log_request(ctx)  # the next turn's line gets its own write
     await asyncio.sleep(0)
     assert len(raw.writes) == 2
+
+
+@pytest.mark.usefixtures("restored")
+def test_a_flush_left_due_on_a_closed_loop_does_not_hold_later_lines(runtime: Runtime) -> None:
+    raw = _Writes()
+    logs._direct = io.BufferedWriter(raw)
+    ctx = finished(runtime, usage=Usage(input_tokens=12, output_tokens=3), cost_micro=42)
+    first = asyncio.new_event_loop()
+
+    def log_and_stop() -> None:
+        logs.log_request(ctx)  # its flush is due next turn, which this loop never runs
+        first.stop()
+
+    first.call_soon(log_and_stop)
+    first.run_forever()
+    first.close()
+    assert raw.writes == []
+    second = asyncio.new_event_loop()
+    try:
+        second.run_until_complete(_log_then_yield(ctx))
+    finally:
+        second.close()
+    assert len(b"".join(raw.writes).splitlines()) == 2  # both lines are out
+
+
+async def _log_then_yield(ctx: Any) -> None:
+    logs.log_request(ctx)
+    await asyncio.sleep(0)
