@@ -93,9 +93,11 @@ def _phases(report: Report) -> list[str]:
         ]
         for p in report.phases
     ]
+    lines = ["### Requests (wrk)", ""]
     runs = max((p.runs for p in report.phases), default=1)
-    intro = [f"Each proxy row is the median of {runs} runs (see the notes)."] if runs > 1 else []
-    return ["### Requests (wrk)", "", *intro, *([""] if intro else []), *_table(header, rows)]
+    if runs > 1:
+        lines += [f"Each proxy row is the median of {runs} runs (see the notes).", ""]
+    return lines + _table(header, rows)
 
 
 def _streams(report: Report) -> list[str]:

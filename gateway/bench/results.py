@@ -175,9 +175,9 @@ def _summary(group: list[PhaseResult]) -> PhaseResult:
     cpus = [r.proxy_cpu_us for r in group if r.proxy_cpu_us is not None]
     best = first.target == "direct"
 
-    def med(name: str) -> Any:
+    def med(name: str, digits: int = 3) -> Any:
         values = [getattr(r, name) for r in group if getattr(r, name) is not None]
-        return round(statistics.median(values), 3) if values else None
+        return round(statistics.median(values), digits) if values else None
 
     return replace(
         first,
@@ -195,7 +195,7 @@ def _summary(group: list[PhaseResult]) -> PhaseResult:
         other_pct=med("other_pct"),
         added_p50_ms=med("added_p50_ms"),
         added_p99_ms=med("added_p99_ms"),
-        cpu_vs_forwarder=ratio(med("cpu_vs_forwarder"), 1.0),  # to two places, as a ratio
+        cpu_vs_forwarder=med("cpu_vs_forwarder", 2),  # two places, as `ratio` gives them
         runs=len(group),
         proxy_cpu_range=(min(cpus), max(cpus)) if len(cpus) > 1 else None,
     )
