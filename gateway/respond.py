@@ -117,7 +117,9 @@ async def relay_stream(
     finally:
         ctx.usage = reader.usage
     upstream.release()
-    await response.write_eof()
+    # The end of the stream is written once the handler returns (aiohttp writes it), after the
+    # bill is settled: as with a buffered answer, a client's next request finds this one
+    # settled, and does not wait behind its settlement on a kept-alive connection.
     return response
 
 
@@ -138,7 +140,6 @@ async def _end_with_error(
     ctx.error_code = err.code
     try:
         await response.write(ctx.dialect.stream_error_event(err))
-        await response.write_eof()
     except ConnectionResetError:
         ctx.outcome = "client_disconnected"
 

@@ -15,7 +15,7 @@ MESSAGES = [{"role": "user", "content": "count my tokens"}]
 
 
 async def _month_cost(stack: Stack) -> int:
-    for _ in range(50):  # the bill is settled just after the last byte
+    for _ in range(50):  # the statistics are summed in memory and written a moment later
         stats = await stack.app[ACCOUNTING].stats(local_periods()[1])
         if stats.get("all:cost"):
             return stats["all:cost"]

@@ -1,6 +1,6 @@
-"""A request's bill lands before its answer leaves; its cache write does not hold the answer
-(this process serves the entry from memory meanwhile); the store's background commands share
-the round trips of the requests that wait."""
+"""A request's bill lands before its answer leaves (a stream's end included); its cache write
+does not hold the answer (this process serves the entry from memory meanwhile); the store's
+background commands share the round trips of the requests that wait."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from gateway.drain import DRAIN
 from gateway.metrics import METRICS
 from gateway.mock import MockState
 from gateway.store import open_store
-from gateway.store.accounting import ACCOUNTING
+from gateway.store.accounting import ACCOUNTING, Accounting
 from gateway.store.coalesce import BACKGROUND, BACKGROUND_DELAY_S
-from tests.integration.test_budgets import PRICING, A, _keys
+from tests.integration.test_budgets import PRICING, A, _keys, _month
 from tests.integration.test_cache import cache_config, chat
 from tests.integration.test_store_coalesce import count_round_trips
 
@@ -73,6 +73,36 @@ async def test_the_bill_lands_before_the_answer_but_the_cache_write_does_not_hol
     assert gateway.server.app[DRAIN].in_flight == 0
     held_cache_writes.set()
     assert await gateway.server.app[DRAIN].wait_idle(5)
+
+
+async def test_a_stream_ends_once_its_bill_is_settled(
+    make_gateway: MakeGateway, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gateway = await make_gateway(
+        **{
+            **cache_config(store_url),
+            "pricing": PRICING,
+            "keys": _keys(a={"budget": {"usd_per_day": 1}}),
+        }
+    )
+    settle = Accounting.settle
+
+    async def slow_settle(self: Accounting, *args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(0.2)  # a busy store: the stream's end must still wait for it
+        return await settle(self, *args, **kwargs)
+
+    monkeypatch.setattr(Accounting, "settle", slow_settle)
+    resp = await gateway.post(
+        "/v1/chat/completions", json=chat("Stream me", stream=True), headers=A
+    )
+    assert resp.status == 200
+    body = await resp.read()  # to the stream's end
+    assert body.rstrip().endswith(b"data: [DONE]")
+    # With the whole stream in hand, its bill and its count are in: nothing is still held.
+    assert await gateway.server.app[ACCOUNTING].open_reservations() == 0
+    assert answered(gateway) == 1
+    (spent,) = await gateway.server.app[ACCOUNTING].read([_month("spent")])
+    assert spent > 0
 
 
 async def test_a_request_right_behind_its_twin_is_a_hit_while_the_entry_is_written(
