@@ -37,8 +37,6 @@ class SSEParser:
 
 
 def _parse_event(raw: bytes) -> tuple[str, bytes] | None:
-    if raw.startswith(b"data:") and b"\n" not in raw and b"\r" not in raw:
-        return "message", raw[5:].removeprefix(b" ")  # the usual event: one data line
     name = "message"
     data: list[bytes] = []
     for line in raw.splitlines():
