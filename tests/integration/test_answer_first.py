@@ -53,16 +53,21 @@ def answered(gateway: Client) -> float:
     )
 
 
-async def test_the_bill_lands_before_the_answer_but_the_cache_write_does_not_hold_it(
-    make_gateway: MakeGateway, store_url: str, held_cache_writes: asyncio.Event
-) -> None:
-    gateway = await make_gateway(
+async def _budgeted(make_gateway: MakeGateway, store_url: str) -> Client:
+    """A cached route, and key `a` with a day's budget: every answer is held and billed."""
+    return await make_gateway(
         **{
             **cache_config(store_url),
             "pricing": PRICING,
             "keys": _keys(a={"budget": {"usd_per_day": 1}}),
         }
     )
+
+
+async def test_the_bill_lands_before_the_answer_but_the_cache_write_does_not_hold_it(
+    make_gateway: MakeGateway, store_url: str, held_cache_writes: asyncio.Event
+) -> None:
+    gateway = await _budgeted(make_gateway, store_url)
     resp = await gateway.post("/v1/chat/completions", json=chat(), headers=A)
     assert (resp.status, resp.headers["x-gateway-cache"]) == (200, "MISS")
     await resp.read()
@@ -78,13 +83,7 @@ async def test_the_bill_lands_before_the_answer_but_the_cache_write_does_not_hol
 async def test_a_stream_ends_once_its_bill_is_settled(
     make_gateway: MakeGateway, store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    gateway = await make_gateway(
-        **{
-            **cache_config(store_url),
-            "pricing": PRICING,
-            "keys": _keys(a={"budget": {"usd_per_day": 1}}),
-        }
-    )
+    gateway = await _budgeted(make_gateway, store_url)
     settle = Accounting.settle
 
     async def slow_settle(self: Accounting, *args: Any, **kwargs: Any) -> Any:
