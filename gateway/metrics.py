@@ -12,12 +12,16 @@ Calls other modules make (all cheap, synchronous, never raising on a label they 
   `unpriced_model(model)`  a model without a price was billed the flat amount (requests whose
         context has `cost_source == "unpriced"` are already counted per request).
   `redis_error(operation)`  a store command failed or timed out (`operation`: a short word).
-Per request, `gateway.observe.record_request` reads the finished context once.
+Per request, `gateway.observe.record_request` reads the finished context once and records
+into plain sums (`add`, `observe`), which `fold` brings into the families before every scrape
+and, in multiprocess mode, every few seconds (gateway.exposition): a request pays a dict
+update per figure, not a labelled child's lock and calls.
 """
 
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from typing import Any
 
 from aiohttp import web
@@ -52,8 +56,19 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry, runtime: Runtime) -> None:
         self.registry = registry
         self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], Any] = {}
+        # What requests recorded since the last `fold`, per (family, label values): counter
+        # increments, and histogram observations as bucket counts then their sum.
+        self.counts: dict[tuple[Counter, tuple[str, ...]], float] = {}
+        self.observed: dict[tuple[Histogram, tuple[str, ...]], list[float]] = {}
+        self.serving = 0  # requests being served now (the requests_in_flight gauge)
         self.follow(runtime)
         self._define(registry)
+        # Each request histogram's bucket bounds, +Inf last, as prometheus-client keeps them.
+        self._bounds: dict[Histogram, tuple[float, ...]] = {
+            self.request_duration: (*LATENCY_BUCKETS, float("inf")),
+            self.upstream_duration: (*LATENCY_BUCKETS, float("inf")),
+            self.ttft: (*TTFT_BUCKETS, float("inf")),
+        }
         self._define_derived(registry)
         self._define_budgets(registry, runtime.config)
         self._define_operations(registry)
@@ -139,7 +154,7 @@ class Metrics:
             ["route", "model", "kind"],
             registry=r,
         )
-        self.in_flight = Gauge(
+        self.in_flight = Gauge(  # set from `serving` at each fold
             f"{PREFIX}requests_in_flight",
             "Requests being served now.",
             registry=r,
@@ -296,6 +311,38 @@ class Metrics:
             key, _, route = rest.partition(":")
             return self.key(key), self.route(route)
         return OTHER, OTHER
+
+    def add(self, family: Counter, labels: tuple[str, ...], amount: float = 1) -> None:
+        """Count `amount` on a request counter's label set, until the next fold."""
+        counts, at = self.counts, (family, labels)
+        counts[at] = counts.get(at, 0) + amount
+
+    def observe(self, family: Histogram, labels: tuple[str, ...], value: float) -> None:
+        """Observe `value` on a request histogram's label set, until the next fold."""
+        at = (family, labels)
+        row = self.observed.get(at)
+        bounds = self._bounds[family]
+        if row is None:
+            row = self.observed[at] = [0.0] * (len(bounds) + 1)
+        row[bisect_left(bounds, value)] += 1  # the first bucket whose bound is >= value
+        row[-1] += value
+
+    def fold(self) -> None:
+        """Bring what requests recorded into the families (and the in-flight gauge)."""
+        counts, self.counts = self.counts, {}
+        for (family, labels), amount in counts.items():
+            self.child(family, *labels).inc(amount)  # a zero still shows the series
+        observed, self.observed = self.observed, {}
+        for (histogram, labels), row in observed.items():
+            # prometheus-client has no call that adds many observations at once: its
+            # histogram keeps one value per bucket, and their sum (tests/unit/test_metrics.py
+            # checks a fold against the same observations made one by one).
+            child = self.child(histogram, *labels)
+            for bucket, n in zip(child._buckets, row, strict=False):
+                if n:
+                    bucket.inc(n)
+            child._sum.inc(row[-1])
+        self.in_flight.set(self.serving)
 
     def child(self, metric: MetricWrapperBase, *labels: str) -> Any:
         """`metric.labels(*labels)`, looked up once per label set: every label set is bounded,

@@ -34,45 +34,47 @@ def record_request(ctx: RequestContext, fields: dict[str, Any]) -> None:
 
 
 def record_metrics(m: Metrics, ctx: RequestContext) -> None:
+    """Into the plain sums of `m` (see `Metrics.fold`), once per request."""
     key = m.key(ctx.key.name if ctx.key else None)
     route = m.route(ctx.route.name if ctx.route else None)
     provider = m.provider(ctx.provider.name if ctx.provider else None)
     model = m.model(ctx.upstream_model or ctx.model)
     cache = cache_result(ctx)
-    m.child(m.requests, key, route, provider, model, status_label(ctx), cache).inc()
-    m.child(m.request_duration, route, model).observe(ctx.elapsed_s())
+    add, observe = m.add, m.observe
+    add(m.requests, (key, route, provider, model, status_label(ctx), cache))
+    observe(m.request_duration, (route, model), ctx.elapsed_s())
     if ctx.stream and ctx.ttfb_s is not None:
-        m.child(m.ttft, route, model).observe(ctx.ttfb_s)
+        observe(m.ttft, (route, model), ctx.ttfb_s)
     upstream_s = ctx.upstream_s
     if upstream_s is not None:
-        m.child(m.upstream_duration, provider, model).observe(upstream_s)
+        observe(m.upstream_duration, (provider, model), upstream_s)
     served_from_cache = cache in ("hit", "stale")
     usage = ctx.usage
     if usage is not None and not served_from_cache:
         cached = usage.cached_input_tokens
-        m.child(m.tokens, key, route, model, "input").inc(max(0, usage.input_tokens - cached))
-        m.child(m.tokens, key, route, model, "cached").inc(cached)
-        m.child(m.tokens, key, route, model, "output").inc(usage.output_tokens)
+        add(m.tokens, (key, route, model, "input"), max(0, usage.input_tokens - cached))
+        add(m.tokens, (key, route, model, "cached"), cached)
+        add(m.tokens, (key, route, model, "output"), usage.output_tokens)
     if ctx.cost_micro is not None:
-        m.child(m.cost, key, route, model).inc(ctx.cost_micro / MICRO)
+        add(m.cost, (key, route, model), ctx.cost_micro / MICRO)
     if ctx.cost_source == "unpriced":
-        m.child(m.unpriced, model).inc()
+        add(m.unpriced, (model,))
     if cache != NONE:
         _record_cache(m, ctx, key, route, cache)
     reason = rejection_reason(ctx)
     if reason is not None:
-        m.child(m.rejections, key, route, reason).inc()
+        add(m.rejections, (key, route, reason))
     for kind in dict.fromkeys(ctx.anomalies):
-        m.child(m.anomalies, route, model, kind if kind in ANOMALIES else OTHER).inc()
+        add(m.anomalies, (route, model, kind if kind in ANOMALIES else OTHER))
 
 
 def _record_cache(m: Metrics, ctx: RequestContext, key: str, route: str, result: str) -> None:
-    m.child(m.cache_lookups, route, result).inc()
+    m.add(m.cache_lookups, (route, result))
     if result in ("hit", "stale"):
-        m.child(m.cache_saved_usd, key, route).inc(ctx.saved_micro / MICRO)
+        m.add(m.cache_saved_usd, (key, route), ctx.saved_micro / MICRO)
         usage = ctx.usage
         if usage is not None:
-            m.child(m.cache_saved_tokens, route).inc(usage.input_tokens + usage.output_tokens)
+            m.add(m.cache_saved_tokens, (route,), usage.input_tokens + usage.output_tokens)
 
 
 def cache_result(ctx: RequestContext) -> str:

@@ -38,12 +38,12 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         dialect=dialect_for(request),
     )
     request[CONTEXT] = ctx
-    in_flight = app[METRICS].in_flight
-    in_flight.inc()
+    metrics = app[METRICS]
+    metrics.serving += 1
     try:
         return await _answer(ctx)
     finally:
-        in_flight.dec()
+        metrics.serving -= 1
         await settle(ctx)
 
 

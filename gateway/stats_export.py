@@ -48,6 +48,7 @@ class SnapshotExporter:
             self._seen[(name, raw)] = value
 
     def sync(self, app: web.Application) -> None:
+        self._m.fold()  # what requests recorded
         resilience = app.get(RESILIENCE)
         if resilience is not None:
             self._resilience(resilience.snapshot())

@@ -42,8 +42,11 @@ def held_cache_writes(monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
 
 
 def answered(gateway: Client) -> float:
-    """Requests counted in the metrics: a request is counted when its bookkeeping is done."""
-    registry = gateway.server.app[METRICS].registry
+    """Requests counted in the metrics (as a scrape would see them): a request is counted
+    when its bookkeeping is done."""
+    metrics = gateway.server.app[METRICS]
+    metrics.fold()
+    registry = metrics.registry
     return sum(
         sample.value
         for family in registry.collect()

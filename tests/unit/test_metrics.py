@@ -47,6 +47,13 @@ def value(m: Metrics, name: str, **labels: str) -> float | None:
     return m.registry.get_sample_value(name, labels)
 
 
+def recorded(m: Metrics, *contexts: RequestContext) -> None:
+    """Record finished requests, then fold them into the families as a scrape does."""
+    for ctx in contexts:
+        record_metrics(m, ctx)
+    m.fold()
+
+
 def finished(runtime: Runtime, **fields: Any) -> RequestContext:
     """A context as `finish` sees it: routed to chat/openai for key team-a unless told."""
     request = make_mocked_request("POST", "/v1/chat/completions", app=web.Application())
@@ -82,7 +89,7 @@ def test_successful_request_counts_request_tokens_cost_and_latency(
 ) -> None:
     usage = Usage(input_tokens=100, output_tokens=20, cached_input_tokens=30)
     ctx = finished(runtime, usage=usage, cost_micro=1500, cache_status="MISS")
-    record_metrics(metrics, ctx)
+    recorded(metrics, ctx)
     common = {"key": "team-a", "route": "chat", "model": "gpt-4o-mini"}
     requests = {**common, "provider": "openai", "status": "200", "cache": "miss"}
     assert value(metrics, "llm_gateway_requests_total", **requests) == 1
@@ -100,7 +107,7 @@ def test_cache_hit_counts_money_saved_and_no_billed_tokens(
 ) -> None:
     usage = Usage(input_tokens=100, output_tokens=20)
     ctx = finished(runtime, usage=usage, cost_micro=0, saved_micro=2_000_000, cache_status="HIT")
-    record_metrics(metrics, ctx)
+    recorded(metrics, ctx)
     common = {"key": "team-a", "route": "chat", "model": "gpt-4o-mini"}
     assert value(metrics, "llm_gateway_tokens_total", **common, type="input") is None
     assert value(metrics, "llm_gateway_cache_saved_usd_total", key="team-a", route="chat") == 2
@@ -111,11 +118,66 @@ def test_cache_hit_counts_money_saved_and_no_billed_tokens(
 def test_stream_records_time_to_first_token_and_buffered_answer_does_not(
     runtime: Runtime, metrics: Metrics
 ) -> None:
-    record_metrics(metrics, finished(runtime, stream=True, ttfb_s=0.3))
-    record_metrics(metrics, finished(runtime, stream=False, ttfb_s=0.5))
+    recorded(
+        metrics,
+        finished(runtime, stream=True, ttfb_s=0.3),
+        finished(runtime, stream=False, ttfb_s=0.5),
+    )
     labels = {"route": "chat", "model": "gpt-4o-mini"}
     assert value(metrics, "llm_gateway_time_to_first_token_seconds_count", **labels) == 1
     assert value(metrics, "llm_gateway_time_to_first_token_seconds_sum", **labels) == 0.3
+
+
+def test_requests_reach_the_families_at_each_fold_once(runtime: Runtime, metrics: Metrics) -> None:
+    labels = {
+        "key": "team-a",
+        "route": "chat",
+        "provider": "openai",
+        "model": "gpt-4o-mini",
+        "status": "200",
+        "cache": "none",
+    }
+    record_metrics(metrics, finished(runtime))
+    record_metrics(metrics, finished(runtime))
+    assert value(metrics, "llm_gateway_requests_total", **labels) is None  # not folded yet
+    metrics.fold()
+    metrics.fold()  # nothing new: nothing added twice
+    assert value(metrics, "llm_gateway_requests_total", **labels) == 2
+    recorded(metrics, finished(runtime, status=429))
+    assert value(metrics, "llm_gateway_requests_total", **labels) == 2
+    assert value(metrics, "llm_gateway_requests_total", **{**labels, "status": "429"}) == 1
+
+
+def test_a_folded_histogram_equals_the_same_observations_made_one_by_one(
+    runtime: Runtime,
+) -> None:
+    # Bounds exactly, just above them, zero, past the last bound: every bucket's edge.
+    seconds = [0.0, 0.025, 0.0251, 0.05, 1, 1.0001, 7.9, 600, 600.5, 1e9, 0.3, 0.3]
+    folded, direct = Metrics(CollectorRegistry(), runtime), Metrics(CollectorRegistry(), runtime)
+    for s in seconds:
+        folded.observe(folded.request_duration, ("chat", "gpt-4o-mini"), s)
+        folded.observe(folded.ttft, ("chat", "gpt-4o-mini"), s / 100)
+        direct.request_duration.labels("chat", "gpt-4o-mini").observe(s)
+        direct.ttft.labels("chat", "gpt-4o-mini").observe(s / 100)
+    folded.fold()
+
+    def samples(m: Metrics) -> list[tuple[str, dict[str, str], float]]:
+        return [
+            (s.name, s.labels, s.value)
+            for family in m.registry.collect()
+            if family.name
+            in ("llm_gateway_request_duration_seconds", "llm_gateway_time_to_first_token_seconds")
+            for s in family.samples
+            if not s.name.endswith("_created")
+        ]
+
+    assert samples(folded) == samples(direct)
+    assert (
+        value(
+            folded, "llm_gateway_request_duration_seconds_count", route="chat", model="gpt-4o-mini"
+        )
+        == 12
+    )
 
 
 @pytest.mark.parametrize(
@@ -146,7 +208,7 @@ def test_client_gone_before_any_status_is_labelled_499(runtime: Runtime) -> None
 def test_anomalies_are_counted_by_kind_and_unknown_kinds_become_other(
     runtime: Runtime, metrics: Metrics
 ) -> None:
-    record_metrics(metrics, finished(runtime, anomalies=["empty", "truncated", "weird<x>"]))
+    recorded(metrics, finished(runtime, anomalies=["empty", "truncated", "weird<x>"]))
     labels = {"route": "chat", "model": "gpt-4o-mini"}
     for kind in ("empty", "truncated", "other"):
         assert value(metrics, "llm_gateway_output_anomalies_total", **labels, kind=kind) == 1
