@@ -10,7 +10,6 @@ followers, and written to the store in the background.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import orjson
@@ -97,7 +96,7 @@ async def _read_through(job: _Job, state: CacheState, call_next: Next) -> web.St
         await passed(job.ctx, hold=False)
         return await _follow(job, flight, call_next)
     shared: Entry | None = None
-    token = os.urandom(16).hex()
+    token = job.ctx.unique_id  # random, and this request's alone: the lock's owner
     try:
         found = await job.lookup(token)
         if found.lock != "leader":
