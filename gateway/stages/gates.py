@@ -57,8 +57,13 @@ async def passed(ctx: RequestContext, hold: bool = True) -> None:
     result its settlement needs.
     """
     gate = ctx.gate
-    if gate is not None:
-        await asyncio.shield(gate.start(ctx, hold))
+    if gate is None:
+        return
+    verdict = gate.start(ctx, hold)
+    if verdict.done():  # in already (the usual case after a probe): nothing to shield
+        verdict.result()  # raises what the check raised
+        return
+    await asyncio.shield(verdict)
 
 
 def probe(ctx: RequestContext, read: Probe) -> bool:
