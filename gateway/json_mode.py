@@ -36,19 +36,22 @@ def wants_json(path: str, payload: dict[str, Any] | None) -> bool:
 
 
 def anomalies(path: str, payload: dict[str, Any] | None, answer: Any) -> list[str]:
-    """The anomalies of a parsed 200 answer on `path`, each named once, in a fixed order."""
+    """The anomalies of a parsed 200 answer on `path`, each named once, in a fixed order:
+    invalid_json (JSON mode only), empty, truncated, refusal. A tool call or a refusal is
+    neither empty nor invalid JSON."""
     read = _READERS.get(path)
     if read is None or not isinstance(answer, dict):
         return []
-    outputs = read(answer)
-    found: list[str] = []
     json_mode = wants_json(path, payload)
-    for name, test in _CHECKS:
-        if name == "invalid_json" and not json_mode:
-            continue
-        if any(test(o) for o in outputs) and name not in found:
-            found.append(name)
-    return found
+    invalid = empty = truncated = refused = False
+    for o in read(answer):
+        answered_otherwise = o.tool_use or o.refused
+        invalid = invalid or (json_mode and not answered_otherwise and not _is_json(o.text))
+        empty = empty or not (answered_otherwise or o.text.strip())
+        truncated = truncated or o.truncated
+        refused = refused or o.refused
+    found = (("invalid_json", invalid), ("empty", empty), ("truncated", truncated))
+    return [name for name, seen in (*found, ("refusal", refused)) if seen]
 
 
 def _is_json(text: str) -> bool:
@@ -57,14 +60,6 @@ def _is_json(text: str) -> bool:
     except orjson.JSONDecodeError:
         return False
     return True
-
-
-_CHECKS: tuple[tuple[str, Callable[[Output], bool]], ...] = (
-    ("invalid_json", lambda o: not (o.tool_use or o.refused or _is_json(o.text))),
-    ("empty", lambda o: not (o.text.strip() or o.tool_use or o.refused)),
-    ("truncated", lambda o: o.truncated),
-    ("refusal", lambda o: o.refused),
-)
 
 
 def _get(obj: Any, key: str) -> Any:
