@@ -25,6 +25,9 @@ _APPENDS = {"text_delta": "text", "thinking_delta": "thinking", "signature_delta
 class _Block:
     block: dict[str, Any]
     partial_json: list[str] = field(default_factory=list)
+    # Text, thinking and signature in their pieces, joined at the block's stop: a long
+    # answer arrives in thousands of deltas, and adding each to a string copies it all.
+    pieces: dict[str, list[str]] = field(default_factory=dict)
     stopped: bool = False
 
     @classmethod
@@ -41,9 +44,14 @@ class _Block:
             self.partial_json.append(_str(delta["partial_json"]))
             return
         name = _APPENDS[kind]
-        self.block[name] = _str(self.block.get(name, "")) + _str(delta[name])
+        parts = self.pieces.get(name)
+        if parts is None:
+            parts = self.pieces[name] = [_str(self.block.get(name, ""))]
+        parts.append(_str(delta[name]))
 
     def stop(self) -> None:
+        for name, parts in self.pieces.items():
+            self.block[name] = "".join(parts)
         if self.block["type"] == "tool_use":
             raw = "".join(self.partial_json)
             tool_input = orjson.loads(raw) if raw else self.block.get("input", {})

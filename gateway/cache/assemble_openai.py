@@ -19,9 +19,8 @@ _DELTA_FIELDS = frozenset({"role", "content", "refusal", "tool_calls", "function
 
 
 def _known(obj: dict[str, Any], allowed: frozenset[str]) -> dict[str, Any]:
-    unknown = set(obj) - allowed
-    if unknown:
-        raise ValueError(f"cannot assemble field {sorted(unknown)[0]!r}")
+    if not allowed.issuperset(obj):  # checked in place: no set built for a known chunk
+        raise ValueError(f"cannot assemble field {sorted(set(obj) - allowed)[0]!r}")
     return obj
 
 
@@ -72,10 +71,13 @@ class _ChatChoice:
         _known(delta, _DELTA_FIELDS)
         if delta.get("role"):
             self.role = str(delta["role"])
-        if isinstance(delta.get("content"), str):
-            self.content = [*(self.content or []), delta["content"]]
-        if isinstance(delta.get("refusal"), str):
-            self.refusal = [*(self.refusal or []), delta["refusal"]]
+        content, refusal = delta.get("content"), delta.get("refusal")
+        if isinstance(content, str):  # appended: a long answer arrives in thousands of pieces
+            self.content = self.content or []
+            self.content.append(content)
+        if isinstance(refusal, str):
+            self.refusal = self.refusal or []
+            self.refusal.append(refusal)
         for call in delta.get("tool_calls") or ():
             self._add_tool_call(call)
         if delta.get("function_call") is not None:

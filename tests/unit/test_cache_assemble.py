@@ -247,5 +247,25 @@ def test_anthropic_stream_that_cannot_be_rebuilt_faithfully_is_refused(
     assert assemble("message", named(*events)) is None
 
 
+def test_long_streams_are_rebuilt_piece_by_piece_in_both_dialects() -> None:
+    pieces = [f"w{i} " for i in range(2000)]
+    chat = sse(
+        chunk({"role": "assistant", "content": ""}), *(chunk({"content": p}) for p in pieces)
+    )
+    body = assemble("chat", chat)
+    assert body is not None
+    assert body["choices"][0]["message"]["content"] == "".join(pieces)
+    message = named(
+        START,
+        block(0, {"type": "text", "text": "So: "}),  # text the block starts with is kept
+        *(delta(0, type="text_delta", text=p) for p in pieces),
+        stop(0),
+        *END,
+    )
+    body = assemble("message", message)
+    assert body is not None
+    assert body["content"] == [{"type": "text", "text": "So: " + "".join(pieces)}]
+
+
 def test_embeddings_are_never_assembled_from_a_stream() -> None:
     assert assemble("embedding", sse(chunk({"content": "a"}))) is None
