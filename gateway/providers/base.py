@@ -80,4 +80,6 @@ class Provider(ABC):
 
 
 def as_int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+    """A token count as the provider reported it; 0 for anything that is not one (a negative
+    count would refund a budget and could not be counted in the metrics)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

@@ -33,6 +33,13 @@ def test_openai_responses_and_embeddings_usage_shapes() -> None:
     assert OPENAI.usage_from_body({"id": "x"}) is None
 
 
+def test_token_counts_that_are_not_counts_read_as_zero() -> None:
+    body = {"usage": {"prompt_tokens": -100, "completion_tokens": True, "total_tokens": "7"}}
+    assert OPENAI.usage_from_body(body) == Usage(0, 0, 0, 0)
+    body = {"usage": {"input_tokens": 10, "output_tokens": -4, "cache_read_input_tokens": -3}}
+    assert ANTHROPIC.usage_from_body(body) == Usage(10, 0, 0, 0)
+
+
 def test_anthropic_usage_adds_cache_reads_and_writes_to_input() -> None:
     body = {
         "usage": {
