@@ -205,6 +205,7 @@ class Proc:
         self.cpus = cpus
         self.log = log
         self.env = dict(env) if env is not None else None
+        self.cwd: Path | None = None  # where it starts (default: this process's directory)
         self._popen: subprocess.Popen[bytes] | None = None
 
     @property
@@ -221,6 +222,7 @@ class Proc:
                 stdout=subprocess.DEVNULL,  # the gateway's request log: one line per request
                 stderr=log,
                 env=self.env,
+                cwd=self.cwd,
                 start_new_session=True,  # its own process group, stopped as one
                 preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
             )

@@ -1,0 +1,271 @@
+"""`python -m gateway.bench.compare --base DIR`: this version of the gateway against another.
+
+CPU time per request drifts by 10 % and more over minutes on a shared machine, more than most
+single changes save, so two versions measured one after the other compare the machine as much
+as the code. Here both run at once, each its own `gateway serve` on the same CPU in front of
+one mock provider and one Redis database, and wrk alternates short phases between them
+(A B B A ...): the drift falls on both, and each pair's ratio compares the code. The other
+version is the `gateway/` package in DIR (a checkout, or `git worktree add DIR <commit>`).
+
+Both are started from the run's own directory: `python -m` puts the current directory first
+on `sys.path`, ahead of `PYTHONPATH`, so two versions started from inside a checkout would
+both run that checkout's code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import redis
+
+import gateway
+from gateway.bench import procs, wrk
+from gateway.bench.plan import DEFAULT_REDIS_URL
+from gateway.bench.procs import BenchError, Proc
+from gateway.bench.results import cpu_us_per_request
+from gateway.bench.stack import BODY_PREFIX, BODY_SUFFIX, PATH, REPLY, Stack, free_port
+
+NAMES = ("base", "this")
+DEFAULT_PHASES = "hit:64,miss:64,miss:16:50"
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """One phase: cache hits or misses, wrk connections, the provider's latency in ms."""
+
+    kind: str
+    connections: int
+    latency_ms: int = 0
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}:{self.connections}:{self.latency_ms}"
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    cpu_us: float
+    rps: float
+    p50_ms: float
+    p99_ms: float
+
+
+def parse_phases(text: str) -> list[Spec]:
+    """`hit:64,miss:16:50` -> phases; raises ValueError with the part it cannot read."""
+    specs = []
+    for part in (p.strip() for p in text.split(",")):
+        fields = part.split(":")
+        try:
+            if fields[0] not in ("hit", "miss") or not 2 <= len(fields) <= 3:
+                raise ValueError
+            numbers = [int(f) for f in fields[1:]]
+        except ValueError:
+            raise ValueError(f"not a phase (hit|miss:CONNECTIONS[:LATENCY_MS]): {part!r}") from None
+        if numbers[0] < 1 or min(numbers) < 0:
+            raise ValueError(f"not a phase (hit|miss:CONNECTIONS[:LATENCY_MS]): {part!r}")
+        specs.append(Spec(fields[0], *numbers))
+    return specs
+
+
+def order(pair: int) -> tuple[str, str]:
+    """A B, then B A: a drift within a pair falls on both versions alike."""
+    return NAMES if pair % 2 == 0 else (NAMES[1], NAMES[0])
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One phase's result: each version's medians, and this one's CPU over base's."""
+
+    phase: str
+    pairs: int
+    base: dict[str, float]
+    this: dict[str, float]
+    ratio: float  # the median of the pairs' ratios
+    low: float
+    high: float
+
+
+def summary(spec: Spec, samples: dict[str, list[Sample]]) -> Row:
+    """Medians of each version, and the median and range of this version's CPU over base's,
+    pair by pair."""
+    ratios = [t.cpu_us / b.cpu_us for b, t in zip(samples["base"], samples["this"], strict=True)]
+
+    def medians(runs: list[Sample]) -> dict[str, float]:
+        fields = ("cpu_us", "rps", "p50_ms", "p99_ms")
+        return {f: round(statistics.median(getattr(s, f) for s in runs), 2) for f in fields}
+
+    return Row(
+        phase=spec.name,
+        pairs=len(ratios),
+        base=medians(samples["base"]),
+        this=medians(samples["this"]),
+        ratio=round(statistics.median(ratios), 3),
+        low=round(min(ratios), 3),
+        high=round(max(ratios), 3),
+    )
+
+
+def markdown(rows: list[Row], base: Path) -> str:
+    lines = [
+        f"This version against `{base}`: CPU µs per request of each (median of the pairs), "
+        "and this one's over base's, pair by pair.",
+        "",
+        "| Phase | Pairs | Base µs/req | This µs/req | This/base | Range | "
+        "Base p50 ms | This p50 ms | Base req/s | This req/s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        b, t = r.base, r.this
+        lines.append(
+            f"| {r.phase} | {r.pairs} | {b['cpu_us']:,.0f} | {t['cpu_us']:,.0f} | "
+            f"{r.ratio:.3f} | {r.low:.2f} to {r.high:.2f} | {b['p50_ms']:.2f} | "
+            f"{t['p50_ms']:.2f} | {b['rps']:,.0f} | {t['rps']:,.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def package_root(path: Path) -> Path:
+    """The directory holding `gateway/` (with its cli) in `path`; BenchError when none does."""
+    if not (path / "gateway" / "cli.py").is_file():
+        raise BenchError(f"{path} holds no gateway/ package (gateway/cli.py)")
+    return path.resolve()
+
+
+class Comparison:
+    """Mock, Redis and the two gateways of one run; `measure` runs the phases."""
+
+    def __init__(self, base: Path, workdir: Path, redis_url: str, pin: bool) -> None:
+        self.roots = {"base": package_root(base), "this": Path(gateway.__file__).parent.parent}
+        self.workdir = workdir
+        self.wrk = wrk.ensure_wrk()
+        self.cpus = procs.choose_cpus(sorted(os.sched_getaffinity(0)), pin)
+        self.store = redis.Redis.from_url(redis_url)
+        self.stack = Stack(workdir, self.cpus, redis_url)
+        self.ports: dict[str, int] = {}
+        self.procs: dict[str, Proc] = {}
+
+    def start(self) -> None:
+        procs.pin_self(self.cpus.load)
+        self.store.flushdb()
+        self.stack.start_mock()
+        config = str(self.stack.config_path())
+        for name in NAMES:
+            port = self.ports[name] = free_port()
+            argv = [sys.executable, "-m", "gateway.cli", "serve", "--config", config]
+            env = {**os.environ, "PYTHONPATH": str(self.roots[name])}
+            proc = Proc(name, [*argv, "--port", str(port)], self.cpus.proxy, self.log(name), env)
+            proc.cwd = self.workdir  # outside both checkouts: see the module's docstring
+            self.procs[name] = proc
+            proc.start()
+            proc.wait_ready(f"http://127.0.0.1:{port}/healthz")
+            self.stack.gateway_port = port
+            self.stack.prime_hit()  # every answer comes from the cache on a fixed prompt
+        for name in NAMES:  # connection pools and the interpreter's own warm-up
+            self._wrk(name, Spec("miss", 16), 2.0)
+
+    def log(self, name: str) -> Path:
+        return self.workdir / f"gateway-{name}.log"
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            proc.stop()
+        self.stack.stop_all()
+        self.store.flushdb()
+
+    def measure(self, spec: Spec, pairs: int, seconds: float) -> dict[str, list[Sample]]:
+        samples: dict[str, list[Sample]] = {name: [] for name in NAMES}
+        for pair in range(pairs):
+            for name in order(pair):
+                proc = self.procs[name]
+                before = proc.ticks()
+                result = self._wrk(name, spec, seconds)
+                cpu = cpu_us_per_request(
+                    proc.ticks() - before, procs.clock_ticks(), result.requests
+                )
+                if cpu is None or result.errors:
+                    raise BenchError(f"{name} answered no request or errors in {spec.name}")
+                samples[name].append(Sample(cpu, result.rps, result.p50_ms, result.p99_ms))
+        return samples
+
+    def _wrk(self, name: str, spec: Spec, seconds: float) -> wrk.WrkResult:
+        unique = "0" if spec.kind == "hit" else "1"
+        args = [PATH, self.stack.auth("gateway"), str(spec.latency_ms), unique]
+        argv = wrk.wrk_argv(
+            self.wrk,
+            f"http://127.0.0.1:{self.ports[name]}",
+            connections=spec.connections,
+            duration_s=seconds,
+            script=wrk.script_path(),
+            script_args=[*args, BODY_PREFIX, BODY_SUFFIX, REPLY],
+        )
+        out = subprocess.run(  # noqa: S603 - wrk, with our own arguments
+            argv, capture_output=True, text=True, check=False, timeout=seconds + 60
+        )
+        if out.returncode != 0:
+            raise BenchError(f"wrk failed ({out.returncode}): {out.stderr[-2000:]}")
+        return wrk.parse_wrk(out.stdout)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m gateway.bench.compare",
+        description="This version of the gateway against another, side by side.",
+    )
+    p.add_argument("--base", required=True, help="a directory holding the other gateway/")
+    p.add_argument("--phases", default=DEFAULT_PHASES, help=f"default {DEFAULT_PHASES}")
+    p.add_argument("--pairs", type=int, default=10, help="A B pairs per phase (default 10)")
+    p.add_argument("--duration", type=float, default=3.0, help="seconds per wrk run (3)")
+    p.add_argument("--out", help="directory for compare.md, compare.json and the logs")
+    p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    p.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help="a database it may flush")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        phases = parse_phases(args.phases)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.pairs < 1 or args.duration <= 0:
+        parser.error("--pairs must be at least 1 and --duration above 0")
+    out = Path(args.out or tempfile.mkdtemp(prefix="gateway-compare-"))
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        run = Comparison(Path(args.base), out, args.redis_url, not args.no_pin)
+    except BenchError as exc:
+        print(f"cannot run: {exc}", file=sys.stderr)
+        return 2
+    rows: list[Row] = []
+    try:
+        run.start()
+        for spec in phases:
+            print(f"[compare] {spec.name}: {args.pairs} pairs", file=sys.stderr, flush=True)
+            rows.append(summary(spec, run.measure(spec, args.pairs, args.duration)))
+    except BenchError as exc:
+        print(f"failed: {exc} (logs in {out})", file=sys.stderr)
+        return 1
+    finally:
+        run.stop()
+    text = markdown(rows, run.roots["base"])
+    (out / "compare.md").write_text(text)
+    (out / "compare.json").write_bytes(
+        orjson.dumps([dataclasses.asdict(r) for r in rows], option=orjson.OPT_INDENT_2)
+    )
+    sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
