@@ -18,7 +18,6 @@ import argparse
 import dataclasses
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -33,7 +32,7 @@ from gateway.bench import procs, wrk
 from gateway.bench.plan import DEFAULT_REDIS_URL
 from gateway.bench.procs import BenchError, Proc
 from gateway.bench.results import cpu_us_per_request
-from gateway.bench.stack import BODY_PREFIX, BODY_SUFFIX, PATH, REPLY, Stack, free_port
+from gateway.bench.stack import Stack, chat_load, free_port
 
 NAMES = ("base", "this")
 DEFAULT_PHASES = "hit:64,miss:64,miss:16:50"
@@ -198,22 +197,16 @@ class Comparison:
         return samples
 
     def _wrk(self, name: str, spec: Spec, seconds: float) -> wrk.WrkResult:
-        unique = "0" if spec.kind == "hit" else "1"
-        args = [PATH, self.stack.auth("gateway"), str(spec.latency_ms), unique]
-        argv = wrk.wrk_argv(
+        argv = chat_load(
             self.wrk,
             f"http://127.0.0.1:{self.ports[name]}",
-            connections=spec.connections,
-            duration_s=seconds,
-            script=wrk.script_path(),
-            script_args=[*args, BODY_PREFIX, BODY_SUFFIX, REPLY],
+            self.stack.auth("gateway"),
+            latency_ms=spec.latency_ms,
+            fixed=spec.kind == "hit",
+            conns=spec.connections,
+            seconds=seconds,
         )
-        out = subprocess.run(  # noqa: S603 - wrk, with our own arguments
-            argv, capture_output=True, text=True, check=False, timeout=seconds + 60
-        )
-        if out.returncode != 0:
-            raise BenchError(f"wrk failed ({out.returncode}): {out.stderr[-2000:]}")
-        return wrk.parse_wrk(out.stdout)
+        return wrk.run_wrk(argv, seconds)
 
 
 def _parser() -> argparse.ArgumentParser:

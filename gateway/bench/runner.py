@@ -28,7 +28,7 @@ from gateway.bench.results import (
     summarize,
 )
 from gateway.bench.soak import soak
-from gateway.bench.stack import BODY_PREFIX, BODY_SUFFIX, PATH, REPLY, Stack, help_mentions
+from gateway.bench.stack import PATH, Stack, chat_load, help_mentions
 
 Say = Callable[[str], None]
 # What the gateway sends Redis on a request's path: scripts only (the request log's XADD runs
@@ -103,28 +103,19 @@ class Run:
 
     def wrk_command(self, target: str, latency: int, conns: int, seconds: float) -> list[str]:
         kind = "gateway" if target.startswith("gateway") else target
-        unique = "0" if target == "gateway-hit" else "1"
-        args = [PATH, self.stack.auth(kind), str(latency), unique, BODY_PREFIX, BODY_SUFFIX, REPLY]
-        return wrk.wrk_argv(
+        fixed = target == "gateway-hit"
+        return chat_load(
             self.wrk,
             self.stack.url(kind),
-            connections=conns,
-            duration_s=seconds,
-            script=wrk.script_path(),
-            script_args=args,
+            self.stack.auth(kind),
+            latency_ms=latency,
+            fixed=fixed,
+            conns=conns,
+            seconds=seconds,
         )
 
     def _wrk(self, target: str, latency: int, conns: int, seconds: float) -> wrk.WrkResult:
-        out = subprocess.run(  # noqa: S603 - wrk, with our own arguments
-            self.wrk_command(target, latency, conns, seconds),
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=seconds + 60,
-        )
-        if out.returncode != 0:
-            raise BenchError(f"wrk failed ({out.returncode}): {out.stderr[-2000:]}")
-        return wrk.parse_wrk(out.stdout)
+        return wrk.run_wrk(self.wrk_command(target, latency, conns, seconds), seconds)
 
     def proxy_for(self, target: str) -> Proc | None:
         if target == "direct":

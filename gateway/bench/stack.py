@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 import yaml
 
+from gateway.bench import wrk
 from gateway.bench.plan import Target
 from gateway.bench.procs import BenchError, Cpus, Proc
 
@@ -36,6 +37,22 @@ REPLY = (
     "A proxy should stay out of the way: pass bytes through, keep connections warm, and "
     "spend its time on budgets and caching only where that saves more than it costs."
 )
+
+
+def chat_load(
+    wrk_bin: str, url: str, auth: str, *, latency_ms: int, fixed: bool, conns: int, seconds: float
+) -> list[str]:
+    """wrk's command line for the benchmark's chat requests to `url`: a unique prompt each
+    time, or (`fixed`) one prompt, which a gateway answers from its cache."""
+    args = [PATH, auth, str(latency_ms), "0" if fixed else "1", BODY_PREFIX, BODY_SUFFIX, REPLY]
+    return wrk.wrk_argv(
+        wrk_bin,
+        url,
+        connections=conns,
+        duration_s=seconds,
+        script=wrk.script_path(),
+        script_args=args,
+    )
 
 
 def free_port() -> int:

@@ -93,6 +93,16 @@ def wrk_argv(
     ]
 
 
+def run_wrk(argv: Sequence[str], seconds: float) -> WrkResult:
+    """Run wrk to its end (it stops itself after `seconds`) and read its summary."""
+    out = subprocess.run(  # noqa: S603 - wrk, with our own arguments
+        list(argv), capture_output=True, text=True, check=False, timeout=seconds + 60
+    )
+    if out.returncode != 0:
+        raise BenchError(f"wrk failed ({out.returncode}): {out.stderr[-2000:]}")
+    return parse_wrk(out.stdout)
+
+
 def ensure_wrk() -> str:
     """The wrk binary; installed with apt-get (Debian package `wrk`) when missing, as root."""
     found = shutil.which("wrk")
