@@ -16,7 +16,9 @@ if TYPE_CHECKING:
     from gateway.runtime import Runtime
     from gateway.stages.gates import Gate
 
-FinishHook = Callable[["RequestContext"], Awaitable[None]]
+# Run once the answer is decided: None when its work is done at once, else what is left of it
+# to await (the request then ends in a task of its own).
+FinishHook = Callable[["RequestContext"], Awaitable[None] | None]
 StaleAnswer = Callable[["RequestContext"], Awaitable["web.StreamResponse | None"]]
 # Given the request rather than holding it: a filter kept on the context that referred back to
 # the context would leave every streamed request's objects to the cycle collector.

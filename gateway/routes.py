@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from asyncio import Future
+from collections.abc import Awaitable
 
 import orjson
 import structlog
@@ -48,21 +50,70 @@ async def proxy(request: web.Request) -> web.StreamResponse:
 
 
 async def settle(ctx: RequestContext) -> None:
-    """Run `finish` to its end, in a task that no client disconnect and no drain cut cancels
-    (a request is always billed and logged), and wait for it: the answer leaves once its bill
-    is settled, so a client's next request finds its last one settled. (Sending the answer
-    before the bill measured worse: 15 % fewer requests/s at saturation, and a higher median
+    """End the request once its answer is decided: run its finish hooks (the bill), then write
+    its one log line and metrics, after the answer has left (in a burst, no answer waits for
+    the others' bookkeeping). Hooks done at once (a cache hit holds nothing to settle) end it
+    here. One that must wait on the store goes on, with the rest, in a task that no client
+    disconnect and no drain cut cancels (a request is always billed and logged), and the
+    answer waits for its bill: a client's next request finds its last one settled. (Sending
+    the answer before the bill measured worse: more CPU per request, and no lower median
     under bursts.) A client that left is cancelled again afterwards; a drain's cut is not, so
     that an answer already decided still goes out."""
-    task = ctx.app[DRAIN].finish_later(finish(ctx))
+    pending = _hooks_now(ctx, 0)
+    loop = asyncio.get_running_loop()
+    if pending is None:
+        loop.call_soon(record, ctx)  # after this turn, in which the answer is written
+        return
+    billed = loop.create_future()
+    ctx.app[DRAIN].finish_later(finish(ctx, pending, billed))
     try:
-        await asyncio.shield(task)
+        await billed  # a signal only: cancelling the wait leaves `finish` running
     except asyncio.CancelledError:
         current = asyncio.current_task()
         if ctx.request.get(CUT) and current is not None:
             current.uncancel()
             return
         raise
+
+
+Pending = tuple[Awaitable[None], int]  # what a hook left to await, and the next hook's index
+
+
+def _hooks_now(ctx: RequestContext, start: int) -> Pending | None:
+    """Run the finish hooks from `start` until one has something left to await."""
+    hooks = ctx.on_finish
+    for index in range(start, len(hooks)):
+        try:
+            rest = hooks[index](ctx)
+        except Exception:  # the answer is already decided; a failing hook must not change it
+            _log.exception("finish_hook_failed", request_id=ctx.request_id)
+            continue
+        if rest is not None:
+            return rest, index + 1
+    return None
+
+
+async def finish(ctx: RequestContext, pending: Pending | None, billed: Future[None]) -> None:
+    """The rest of the finish hooks, in order; then `billed` is set, and once the answer
+    waiting on it has left, the log line and metrics are written."""
+    try:
+        while pending is not None:
+            rest, after = pending
+            try:
+                await rest
+            except Exception:
+                _log.exception("finish_hook_failed", request_id=ctx.request_id)
+            pending = _hooks_now(ctx, after)
+    finally:
+        if not billed.done():
+            billed.set_result(None)
+    await asyncio.sleep(0)  # the answer's turn: its handler was woken first
+    record(ctx)
+
+
+def record(ctx: RequestContext) -> None:
+    """The request's one log line and its metrics. Every request ends here exactly once."""
+    record_request(ctx, log_request(ctx))
 
 
 async def _answer(ctx: RequestContext) -> web.StreamResponse:
@@ -82,17 +133,6 @@ async def _answer(ctx: RequestContext) -> web.StreamResponse:
         raise
     ctx.status = response.status
     return response
-
-
-async def finish(ctx: RequestContext) -> None:
-    """Run the context's finish hooks, then write the request's one log line and metrics.
-    Every request ends here exactly once, in a task of its own (see `settle`)."""
-    for hook in ctx.on_finish:
-        try:
-            await hook(ctx)
-        except Exception:  # the answer is already decided; a failing hook must not change it
-            _log.exception("finish_hook_failed", request_id=ctx.request_id)
-    record_request(ctx, log_request(ctx))
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -247,31 +247,52 @@ def _refused(gate: _Reservation | None, err: BaseException) -> bool:
     return reservation.exception() is err
 
 
-async def _settle_after(ctx: RequestContext, plan: Plan, gate: _Reservation | None) -> None:
+def _settle_after(
+    ctx: RequestContext, plan: Plan, gate: _Reservation | None
+) -> Awaitable[None] | None:
     """Settle once the reservation's verdict is in; a refused request reserved nothing, nor
-    did one whose gate no stage asked."""
+    did one whose gate no stage asked. At once when nothing is held (a hit, a check only):
+    None; else what is left to await."""
     reservation = gate.task if gate is not None else None
     if reservation is None:
-        await _settle(ctx, plan, None)
-        return
+        return _settle(ctx, plan, None)
     if reservation.cancelled():
-        return
+        return None
+    if not reservation.done():
+        return _settle_when_in(ctx, plan, reservation)
+    if isinstance(reservation.exception(), GatewayError):
+        return None
+    return _settle(ctx, plan, reservation.result())
+
+
+async def _settle_when_in(
+    ctx: RequestContext, plan: Plan, reservation: asyncio.Task[Period | None]
+) -> None:
     try:
         period = await reservation
     except GatewayError:
         return
-    await _settle(ctx, plan, period)
+    rest = _settle(ctx, plan, period)
+    if rest is not None:
+        await rest
 
 
-async def _settle(ctx: RequestContext, plan: Plan, period: Period | None) -> None:
-    """Charge the actual cost (even above the reservation) and release the rest. Finish
-    hooks run to their end even when the client goes away (they run in a task of their own)."""
+def _settle(ctx: RequestContext, plan: Plan, period: Period | None) -> Awaitable[None] | None:
+    """Charge the actual cost (even above the reservation) and release the rest: the cost
+    and the statistics at once, then (when something is held) the store's settle to await.
+    Finish hooks run to their end even when the client goes away (in a task of their own)."""
     cost, source, tokens = bill(ctx, plan)
     ctx.cost_micro, ctx.cost_source = cost, source
-    accounting = ctx.app[ACCOUNTING]
-    accounting.count((period or local_periods())[1], stat_fields(ctx, cost, tokens))
+    ctx.app[ACCOUNTING].count((period or local_periods())[1], stat_fields(ctx, cost, tokens))
     if period is None:  # nothing is held (none needed, a hit, or the store was out)
-        return
+        return None
+    return _settle_held(ctx, plan, period, cost, tokens)
+
+
+async def _settle_held(
+    ctx: RequestContext, plan: Plan, period: Period, cost: int, tokens: int
+) -> None:
+    accounting = ctx.app[ACCOUNTING]
     try:
         crossings = await accounting.settle(
             ctx.unique_id,

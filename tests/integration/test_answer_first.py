@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from gateway import app as gateway_app
+from gateway import routes
 from gateway.cache.storage import CacheStore
 from gateway.drain import DRAIN
 from gateway.metrics import METRICS
@@ -105,6 +107,35 @@ async def test_a_stream_ends_once_its_bill_is_settled(
     assert answered(gateway) == 1
     (spent,) = await gateway.server.app[ACCOUNTING].read([_month("spent")])
     assert spent > 0
+
+
+async def test_the_log_line_and_metrics_follow_the_answer_once_per_request(
+    make_gateway: MakeGateway, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a burst no answer waits for the others' bookkeeping: a request's log line and
+    metrics are made once its answer has left, whether its bill needed the store (a miss
+    holds its worst case) or not (a hit holds nothing); and before the next request is read."""
+    events: list[str] = []
+    stamp, record = gateway_app.stamp_headers, routes.record_request
+
+    async def stamped(request: Any, response: Any) -> None:
+        events.append("answer")
+        await stamp(request, response)
+
+    def recorded(ctx: Any, fields: dict[str, Any]) -> None:
+        events.append(f"logged {fields['cache']}")
+        record(ctx, fields)
+
+    monkeypatch.setattr(gateway_app, "stamp_headers", stamped)
+    monkeypatch.setattr(routes, "record_request", recorded)
+    gateway = await _budgeted(make_gateway, store_url)
+    for expected in ("MISS", "HIT"):
+        resp = await gateway.post("/v1/chat/completions", json=chat(), headers=A)
+        assert resp.headers["x-gateway-cache"] == expected
+        await resp.read()
+    assert events == ["answer", "logged MISS", "answer", "logged HIT"]
+    assert answered(gateway) == 2
+    assert await gateway.server.app[ACCOUNTING].open_reservations() == 0
 
 
 async def test_a_request_right_behind_its_twin_is_a_hit_while_the_entry_is_written(
