@@ -12,7 +12,8 @@ from aiohttp.test_utils import TestClient
 from gateway.accounting import local_periods
 from gateway.drain import DRAIN
 from gateway.mock import MockState, ScriptStep
-from gateway.store.accounting import ACCOUNTING
+from gateway.routes import STORE
+from gateway.store.accounting import ACCOUNTING, PREFIX, Accounting
 from tests.conftest import KEY_A, KEY_B, sha
 
 Client = TestClient[Any, Any]
@@ -276,3 +277,44 @@ async def test_cut_stream_is_billed_from_what_was_delivered(
 
 def _month(kind: str, scope: str = "k:team-a") -> str:
     return f"{kind}:{scope}:m{local_periods()[1]}"
+
+
+COUNTERS = ("spent:", "held:", "tokens:", "heldtok:")
+
+
+async def _counter_ttls(gateway: Client) -> dict[str, int]:
+    store = gateway.app[STORE]
+    names = [k.decode() async for k in store.scan_iter(match=f"{PREFIX}*")]
+    counters = [n for n in names if n.removeprefix(PREFIX).startswith(COUNTERS)]
+    return {n.removeprefix(PREFIX): await store.ttl(n) for n in counters}
+
+
+async def test_spend_counters_expire_whoever_creates_them(
+    budgeted: Callable[..., Awaitable[Client]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every budget counter (spent and held, money and tokens, day and month) gets an expiry
+    when it is created, by a settle or by the sweep of a crashed process's reservation: the
+    store does not keep a key per scope and period forever."""
+    limits = {"usd_per_day": 10, "usd_per_month": 100, "tokens_per_month": 10**6}
+    gateway = await budgeted(keys=_keys(a={"budget": limits}), accounting={"reservation_ttl_s": 1})
+    assert (await gateway.post("/v1/chat/completions", json=CHAT, headers=A)).status == 200
+    settled = await _counter_ttls(gateway)
+    assert {name.split(":")[0] for name in settled} == {"spent", "held", "tokens", "heldtok"}
+    assert all(0 < ttl <= 400 * 86400 for ttl in settled.values()), settled
+
+    # A process that dies holding a reservation: its settle never comes; the sweep charges it.
+    dead = asyncio.Event()
+
+    async def never(self: Accounting, *args: Any, **kwargs: Any) -> None:
+        await dead.wait()  # then nothing: the process is gone
+
+    monkeypatch.setattr(Accounting, "settle", never)
+    await gateway.app[STORE].flushdb()
+    task = asyncio.create_task(gateway.post("/v1/chat/completions", json=CHAT, headers=A))
+    await asyncio.sleep(1.2)  # past the reservation's time to live
+    assert await gateway.app[ACCOUNTING].sweep() == 1
+    swept = await _counter_ttls(gateway)
+    assert {n for n in swept if n.startswith("spent:")}, swept
+    assert all(0 < ttl <= 400 * 86400 for ttl in swept.values()), swept
+    dead.set()
+    await task

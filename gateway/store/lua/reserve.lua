@@ -36,7 +36,30 @@ end
 local y, m, d = civil(math.floor(now / 86400000))
 local day = string.format('%04d%02d%02d', y, m, d)
 local month = string.format('%04d%02d', y, m)
-local function num(key) return tonumber(redis.call('GET', key) or '0') end
+-- Every counter the checks below read, fetched in one MGET (each redis.call costs more than
+-- the command it runs).
+local wanted, slot = {}, {}
+local function want(key)
+  if not slot[key] then wanted[#wanted + 1] = key; slot[key] = #wanted end
+  return key
+end
+local req_key, tok_key = p .. 'rl:' .. rate_key .. ':req', p .. 'rl:' .. rate_key .. ':tok'
+if rpm > 0 then want(req_key) end
+if tpm > 0 then want(tok_key) end
+for i = 0, n - 1 do
+  local name = ARGV[10 + i * 4]
+  if tonumber(ARGV[11 + i * 4]) >= 0 then
+    want(p .. 'spent:' .. name .. ':d' .. day); want(p .. 'held:' .. name .. ':d' .. day)
+  end
+  if tonumber(ARGV[12 + i * 4]) >= 0 then
+    want(p .. 'spent:' .. name .. ':m' .. month); want(p .. 'held:' .. name .. ':m' .. month)
+  end
+  if tonumber(ARGV[13 + i * 4]) >= 0 then
+    want(p .. 'tokens:' .. name .. ':m' .. month); want(p .. 'heldtok:' .. name .. ':m' .. month)
+  end
+end
+local values = #wanted > 0 and redis.call('MGET', unpack(wanted)) or {}
+local function num(key) return tonumber(values[slot[key]] or '0') end
 local function int(x) return string.format('%d', x) end
 
 -- 1. Rate limits (GCRA: `limit` per minute, a full minute's worth may come at once).
@@ -50,12 +73,12 @@ local function gcra(key, limit, cost)
 end
 local req_tat, tok_tat, remaining_requests = nil, nil, -1
 if rpm > 0 then
-  local tat, second, never = gcra(p .. 'rl:' .. rate_key .. ':req', rpm, 1)
+  local tat, second, never = gcra(req_key, rpm, 1)
   if not tat then return {2, 'rpm', second, never and 1 or 0} end
   req_tat, remaining_requests = tat, second
 end
 if tpm > 0 then
-  local tat, second, never = gcra(p .. 'rl:' .. rate_key .. ':tok', tpm, tokens)
+  local tat, second, never = gcra(tok_key, tpm, tokens)
   if not tat then return {2, 'tpm', second, never and 1 or 0} end
   tok_tat = tat
 end
@@ -85,16 +108,17 @@ end
 
 -- 3. Everything passed: commit.
 local key_ttl = 400 * 86400
-if req_tat then redis.call('SET', p .. 'rl:' .. rate_key .. ':req', int(req_tat), 'PX', 120000) end
+-- A counter gets its expiry when an increment creates it (or finds it at zero).
+local function add(key, by)
+  if redis.call('INCRBY', key, int(by)) == by then redis.call('EXPIRE', key, key_ttl) end
+end
+if req_tat then redis.call('SET', req_key, int(req_tat), 'PX', 120000) end
 if not hold then return {1, int(remaining), remaining_requests, day, month, 0} end
-if tok_tat then redis.call('SET', p .. 'rl:' .. rate_key .. ':tok', int(tok_tat), 'PX', 120000) end
+if tok_tat then redis.call('SET', tok_key, int(tok_tat), 'PX', 120000) end
 for _, name in ipairs(scopes) do
-  for _, per in ipairs({'d' .. day, 'm' .. month}) do
-    redis.call('INCRBY', p .. 'held:' .. name .. ':' .. per, int(amount))
-    redis.call('EXPIRE', p .. 'held:' .. name .. ':' .. per, key_ttl)
-  end
-  redis.call('INCRBY', p .. 'heldtok:' .. name .. ':m' .. month, int(tokens))
-  redis.call('EXPIRE', p .. 'heldtok:' .. name .. ':m' .. month, key_ttl)
+  add(p .. 'held:' .. name .. ':d' .. day, amount)
+  add(p .. 'held:' .. name .. ':m' .. month, amount)
+  add(p .. 'heldtok:' .. name .. ':m' .. month, tokens)
 end
 if #scopes > 0 then
   local rec = int(amount) .. '|' .. int(tokens) .. '|' .. day .. '|' .. month .. '|' .. table.concat(scopes, ';')

@@ -34,7 +34,7 @@ for i = 0, n - 1 do
     if rec then redis.call('DECRBY', p .. 'held:' .. name .. ':' .. l[2], int(reserved)) end
     local key = p .. 'spent:' .. name .. ':' .. l[2]
     local after = redis.call('INCRBY', key, int(charge))
-    redis.call('EXPIRE', key, key_ttl)
+    if after == charge then redis.call('EXPIRE', key, key_ttl) end  -- new (or at zero)
     local before = after - charge
     if l[3] > 0 then
       for _, pct in ipairs({50, 80, 100}) do
@@ -45,8 +45,10 @@ for i = 0, n - 1 do
     end
   end
   if rec then redis.call('DECRBY', p .. 'heldtok:' .. name .. ':m' .. month, int(reserved_tok)) end
-  redis.call('INCRBY', p .. 'tokens:' .. name .. ':m' .. month, int(charge_tok))
-  redis.call('EXPIRE', p .. 'tokens:' .. name .. ':m' .. month, key_ttl)
+  local tokens_key = p .. 'tokens:' .. name .. ':m' .. month
+  if redis.call('INCRBY', tokens_key, int(charge_tok)) == charge_tok then
+    redis.call('EXPIRE', tokens_key, key_ttl)
+  end
 end
 
 -- Tokens per minute were taken at the estimate: give back what the request did not use.
