@@ -28,19 +28,23 @@ import orjson
 import redis
 
 import gateway
-from gateway.bench import procs, wrk
+from gateway.bench import procs, ttft, wrk
 from gateway.bench.plan import DEFAULT_REDIS_URL
 from gateway.bench.procs import BenchError, Proc
 from gateway.bench.results import cpu_us_per_request
-from gateway.bench.stack import Stack, chat_load, free_port
+from gateway.bench.stack import PATH, Stack, chat_load, free_port
 
 NAMES = ("base", "this")
 DEFAULT_PHASES = "hit:64,miss:64,miss:16:50"
+KINDS = ("hit", "miss", "stream")
+PHASE_SHAPE = "hit|miss|stream:CONNECTIONS[:LATENCY_MS]"
 
 
 @dataclass(frozen=True, slots=True)
 class Spec:
-    """One phase: cache hits or misses, wrk connections, the provider's latency in ms."""
+    """One phase: cache hits, cache misses or streams; connections; the provider's latency
+    in ms. Streams are driven by `gateway.bench.ttft`, and their p50 and p99 are of the time
+    to the first token."""
 
     kind: str
     connections: int
@@ -65,13 +69,13 @@ def parse_phases(text: str) -> list[Spec]:
     for part in (p.strip() for p in text.split(",")):
         fields = part.split(":")
         try:
-            if fields[0] not in ("hit", "miss") or not 2 <= len(fields) <= 3:
+            if fields[0] not in KINDS or not 2 <= len(fields) <= 3:
                 raise ValueError
             numbers = [int(f) for f in fields[1:]]
         except ValueError:
-            raise ValueError(f"not a phase (hit|miss:CONNECTIONS[:LATENCY_MS]): {part!r}") from None
+            raise ValueError(f"not a phase ({PHASE_SHAPE}): {part!r}") from None
         if numbers[0] < 1 or min(numbers) < 0:
-            raise ValueError(f"not a phase (hit|miss:CONNECTIONS[:LATENCY_MS]): {part!r}")
+            raise ValueError(f"not a phase ({PHASE_SHAPE}): {part!r}")
         specs.append(Spec(fields[0], *numbers))
     return specs
 
@@ -92,6 +96,7 @@ class Row:
     ratio: float  # the median of the pairs' ratios
     low: float
     high: float
+    p50_lower: int = 0  # pairs in which this version's p50 was below base's
 
 
 def summary(spec: Spec, samples: dict[str, list[Sample]]) -> Row:
@@ -111,24 +116,28 @@ def summary(spec: Spec, samples: dict[str, list[Sample]]) -> Row:
         ratio=round(statistics.median(ratios), 3),
         low=round(min(ratios), 3),
         high=round(max(ratios), 3),
+        p50_lower=sum(
+            t.p50_ms < b.p50_ms for b, t in zip(samples["base"], samples["this"], strict=True)
+        ),
     )
 
 
 def markdown(rows: list[Row], base: Path) -> str:
     lines = [
         f"This version against `{base}`: CPU µs per request of each (median of the pairs), "
-        "and this one's over base's, pair by pair.",
+        "and this one's over base's, pair by pair; the pairs in which this one's p50 was lower "
+        "(streams: the time to the first token).",
         "",
         "| Phase | Pairs | Base µs/req | This µs/req | This/base | Range | "
-        "Base p50 ms | This p50 ms | Base req/s | This req/s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "Base p50 ms | This p50 ms | This p50 lower | Base req/s | This req/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         b, t = r.base, r.this
         lines.append(
             f"| {r.phase} | {r.pairs} | {b['cpu_us']:,.0f} | {t['cpu_us']:,.0f} | "
             f"{r.ratio:.3f} | {r.low:.2f} to {r.high:.2f} | {b['p50_ms']:.2f} | "
-            f"{t['p50_ms']:.2f} | {b['rps']:,.0f} | {t['rps']:,.0f} |"
+            f"{t['p50_ms']:.2f} | {r.p50_lower} of {r.pairs} | {b['rps']:,.0f} | {t['rps']:,.0f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -187,14 +196,27 @@ class Comparison:
             for name in order(pair):
                 proc = self.procs[name]
                 before = proc.ticks()
-                result = self._wrk(name, spec, seconds)
-                cpu = cpu_us_per_request(
-                    proc.ticks() - before, procs.clock_ticks(), result.requests
-                )
-                if cpu is None or result.errors:
+                requests, errors, sample = self._run(name, spec, seconds)
+                cpu = cpu_us_per_request(proc.ticks() - before, procs.clock_ticks(), requests)
+                if cpu is None or errors:
                     raise BenchError(f"{name} answered no request or errors in {spec.name}")
-                samples[name].append(Sample(cpu, result.rps, result.p50_ms, result.p99_ms))
+                samples[name].append(dataclasses.replace(sample, cpu_us=cpu))
         return samples
+
+    def _run(self, name: str, spec: Spec, seconds: float) -> tuple[int, int, Sample]:
+        """One run against `name`: requests, errors, and its figures (CPU left at 0)."""
+        if spec.kind == "stream":
+            url = f"http://127.0.0.1:{self.ports[name]}{PATH}"
+            argv = ttft.command(
+                url, self.stack.auth("gateway"), spec.connections, spec.latency_ms, seconds
+            )
+            s = ttft.run(argv, seconds)
+            requests, p50, p99 = s["requests"], s["ttft_p50_ms"], s["ttft_p99_ms"]
+            sample = Sample(0.0, requests / seconds, p50 or 0.0, p99 or 0.0)
+            return requests, s["errors"], sample
+        result = self._wrk(name, spec, seconds)
+        sample = Sample(0.0, result.rps, result.p50_ms, result.p99_ms)
+        return result.requests, result.errors, sample
 
     def _wrk(self, name: str, spec: Spec, seconds: float) -> wrk.WrkResult:
         argv = chat_load(

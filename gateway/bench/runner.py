@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import orjson
 import redis
 
-from gateway.bench import procs, wrk
+from gateway.bench import procs, ttft, wrk
 from gateway.bench.plan import Options, Phase, StreamPhase, stream_phases, wrk_phases
 from gateway.bench.procs import BenchError, Cpus, Proc
 from gateway.bench.results import (
@@ -199,22 +196,17 @@ class Run:
     def _stream(self, phase: StreamPhase) -> StreamResult:
         self.say(f"streaming: {phase.target} {phase.latency_ms}ms c{phase.connections}")
         proxy, mock = self.proxy_for(phase.target), self.stack.procs["mock"]
-        argv = [sys.executable, "-m", "gateway.bench.ttft", "--url"]
-        argv += [self.stack.url(phase.target) + PATH, "--auth", self.stack.auth(phase.target)]
-        argv += ["--connections", str(phase.connections), "--latency-ms", str(phase.latency_ms)]
-        argv += ["--duration", str(self.options.stream_duration_s)]
-        before = self.meters.read(proxy, mock)
-        out = subprocess.run(  # noqa: S603 - our own interpreter and arguments
-            argv,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=self.options.stream_duration_s + 60,
+        duration = self.options.stream_duration_s
+        argv = ttft.command(
+            self.stack.url(phase.target) + PATH,
+            self.stack.auth(phase.target),
+            phase.connections,
+            phase.latency_ms,
+            duration,
         )
+        before = self.meters.read(proxy, mock)
+        s = ttft.run(argv, duration)
         after = self.meters.read(proxy, mock)
-        if out.returncode != 0:
-            raise BenchError(f"the streaming client failed: {out.stderr[-2000:]}")
-        s = orjson.loads(out.stdout.strip().splitlines()[-1])
         per = self._per_request(s["requests"], before, after)
         return StreamResult(
             target=phase.target,

@@ -11,12 +11,16 @@ import argparse
 import asyncio
 import itertools
 import math
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import aiohttp
 import orjson
+
+from gateway.bench.procs import BenchError
 
 
 def percentile(values: Sequence[float], pct: float) -> float | None:
@@ -106,6 +110,24 @@ async def measure(
             )
         )
     return summary(out[0], out[1], len(out[2]))
+
+
+def command(url: str, auth: str, connections: int, latency_ms: int, duration_s: float) -> list[str]:
+    """This client's command line, run with the current interpreter."""
+    argv = [sys.executable, "-m", "gateway.bench.ttft", "--url", url, "--auth", auth]
+    argv += ["--connections", str(connections), "--latency-ms", str(latency_ms)]
+    return [*argv, "--duration", str(duration_s)]
+
+
+def run(argv: list[str], duration_s: float) -> dict[str, Any]:
+    """Run the client; its summary (see `summary`). BenchError when it fails."""
+    out = subprocess.run(  # noqa: S603 - our own interpreter and arguments
+        argv, capture_output=True, text=True, check=False, timeout=duration_s + 60
+    )
+    if out.returncode != 0:
+        raise BenchError(f"the streaming client failed: {out.stderr[-2000:]}")
+    result: dict[str, Any] = orjson.loads(out.stdout.strip().splitlines()[-1])
+    return result
 
 
 def main(argv: Sequence[str] | None = None) -> None:

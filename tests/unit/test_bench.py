@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
+from gateway.bench import ttft
 from gateway.bench.cli import options_from
 from gateway.bench.machine import cpu_model
 from gateway.bench.plan import QUICK, Options, stream_phases, wrk_phases
@@ -238,6 +241,28 @@ def test_ttft_summary_is_in_milliseconds() -> None:
     assert out["errors"] == 1
     assert out["ttft_p50_ms"] == 2.0
     assert out["total_p99_ms"] == 30.0
+
+
+def test_the_streaming_client_runs_with_its_options_and_its_summary_is_read() -> None:
+    argv = ttft.command("http://127.0.0.1:1/v1/chat/completions", "Bearer k", 16, 50, 2.5)
+    assert argv[:3] == [sys.executable, "-m", "gateway.bench.ttft"]
+    assert argv[3:] == [
+        "--url",
+        "http://127.0.0.1:1/v1/chat/completions",
+        "--auth",
+        "Bearer k",
+        "--connections",
+        "16",
+        "--latency-ms",
+        "50",
+        "--duration",
+        "2.5",
+    ]
+    line = '{"requests": 3, "errors": 0, "ttft_p50_ms": 51.5}'
+    echo = [sys.executable, "-c", f"print('warming up'); print({line!r})"]
+    assert ttft.run(echo, 1.0) == {"requests": 3, "errors": 0, "ttft_p50_ms": 51.5}
+    with pytest.raises(BenchError, match=r"streaming client failed: .*no server"):
+        ttft.run([sys.executable, "-c", "raise SystemExit('no server')"], 1.0)
 
 
 def test_cpu_model_from_cpuinfo() -> None:

@@ -22,11 +22,15 @@ from gateway.bench.procs import BenchError, Proc
 
 
 def test_phases_read_kind_connections_and_latency() -> None:
-    assert parse_phases("hit:64, miss:16:50") == [Spec("hit", 64, 0), Spec("miss", 16, 50)]
+    assert parse_phases("hit:64, miss:16:50, stream:16:50") == [
+        Spec("hit", 64, 0),
+        Spec("miss", 16, 50),
+        Spec("stream", 16, 50),
+    ]
     assert Spec("miss", 16, 50).name == "miss:16:50"
 
 
-@pytest.mark.parametrize("text", ["stream:16", "hit", "hit:0", "miss:16:-1", "miss:x", "hit:1:2:3"])
+@pytest.mark.parametrize("text", ["burst:16", "hit", "hit:0", "miss:16:-1", "miss:x", "hit:1:2:3"])
 def test_a_phase_it_cannot_read_is_named_in_the_error(text: str) -> None:
     with pytest.raises(ValueError, match=repr(text)):
         parse_phases(text)
@@ -50,7 +54,7 @@ def test_summary_gives_medians_and_the_median_of_each_pairs_ratio() -> None:
     assert row.base == {"cpu_us": 250, "rps": 950, "p50_ms": 11, "p99_ms": 45}
     assert row.this["cpu_us"] == 200
     table = markdown([row], Path("/src/old"))
-    assert "| hit:64:0 | 3 | 250 | 200 | 0.900 | 0.80 to 1.10 |" in table
+    assert "| hit:64:0 | 3 | 250 | 200 | 0.900 | 0.80 to 1.10 | 11.00 | 10.00 | 2 of 3 |" in table
 
 
 def test_the_other_version_must_hold_a_gateway_package(tmp_path: Path) -> None:
