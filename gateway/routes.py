@@ -51,14 +51,15 @@ async def proxy(request: web.Request) -> web.StreamResponse:
 
 async def settle(ctx: RequestContext) -> None:
     """End the request once its answer is decided: run its finish hooks (the bill), then write
-    its one log line and metrics, after the answer has left (in a burst, no answer waits for
-    the others' bookkeeping). Hooks done at once (a cache hit holds nothing to settle) end it
-    here. One that must wait on the store goes on, with the rest, in a task that no client
-    disconnect and no drain cut cancels (a request is always billed and logged), and the
-    answer waits for its bill: a client's next request finds its last one settled. (Sending
-    the answer before the bill measured worse: more CPU per request, and no lower median
-    under bursts.) A client that left is cancelled again afterwards; a drain's cut is not, so
-    that an answer already decided still goes out."""
+    its one log line and metrics, after a buffered answer has left (in a burst, no answer
+    waits for the others' bookkeeping) and before a stream's end (see `finish`). Hooks done
+    at once (a cache hit holds nothing to settle) end it here. One that must wait on the store
+    goes on, with the rest, in a task that no client disconnect and no drain cut cancels (a
+    request is always billed and logged), and the answer waits for its bill: a client's next
+    request finds its last one settled. (Sending the answer before the bill measured worse:
+    more CPU per request, and no lower median under bursts.) A client that left is cancelled
+    again afterwards; a drain's cut is not, so that an answer already decided still goes
+    out."""
     pending = _hooks_now(ctx, 0)
     loop = asyncio.get_running_loop()
     if pending is None:
@@ -95,7 +96,10 @@ def _hooks_now(ctx: RequestContext, start: int) -> Pending | None:
 
 async def finish(ctx: RequestContext, pending: Pending | None, billed: Future[None]) -> None:
     """The rest of the finish hooks, in order; then `billed` is set, and once the answer
-    waiting on it has left, the log line and metrics are written."""
+    waiting on it has left, the log line and metrics are written. A stream has sent its
+    answer already, all but its end: its log line and metrics come before the end, as its
+    bill does. (After it, they fell in the time other streams wait for their first token:
+    about half a millisecond more to it, 16 streams behind a 50 ms provider.)"""
     try:
         while pending is not None:
             rest, after = pending
@@ -105,10 +109,13 @@ async def finish(ctx: RequestContext, pending: Pending | None, billed: Future[No
                 _log.exception("finish_hook_failed", request_id=ctx.request_id)
             pending = _hooks_now(ctx, after)
     finally:
+        if ctx.stream:  # its answer has left, but for its end
+            record(ctx)
         if not billed.done():
             billed.set_result(None)
-    await asyncio.sleep(0)  # the answer's turn: its handler was woken first
-    record(ctx)
+    if not ctx.stream:
+        await asyncio.sleep(0)  # the answer's turn: its handler was woken first
+        record(ctx)
 
 
 def record(ctx: RequestContext) -> None:

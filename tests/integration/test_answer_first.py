@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from gateway import app as gateway_app
@@ -134,6 +135,37 @@ async def test_the_log_line_and_metrics_follow_the_answer_once_per_request(
         assert resp.headers["x-gateway-cache"] == expected
         await resp.read()
     assert events == ["answer", "logged MISS", "answer", "logged HIT"]
+    assert answered(gateway) == 2
+    assert await gateway.server.app[ACCOUNTING].open_reservations() == 0
+
+
+async def test_a_streams_log_line_and_metrics_come_before_its_end(
+    make_gateway: MakeGateway, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream has sent its answer, all but its end, when its bill is settled: its log line
+    and metrics are made then, with nothing left to wait for, and its end follows."""
+    events: list[str] = []
+    record, write_eof = routes.record_request, web.StreamResponse.write_eof
+
+    def recorded(ctx: Any, fields: dict[str, Any]) -> None:
+        events.append(f"logged stream={fields['stream']}")
+        record(ctx, fields)
+
+    async def ended(response: web.StreamResponse, data: bytes = b"") -> None:
+        if response.headers.get("Server") == "llm-gateway":  # not the mock's, in this process
+            events.append("end")
+        await write_eof(response, data)
+
+    monkeypatch.setattr(routes, "record_request", recorded)
+    monkeypatch.setattr(web.StreamResponse, "write_eof", ended)
+    gateway = await _budgeted(make_gateway, store_url)
+    resp = await gateway.post(
+        "/v1/chat/completions", json=chat("Stream me", stream=True), headers=A
+    )
+    assert b"[DONE]" in await resp.read()
+    resp = await gateway.post("/v1/chat/completions", json=chat("Buffered"), headers=A)
+    await resp.read()
+    assert events == ["logged stream=True", "end", "end", "logged stream=False"]
     assert answered(gateway) == 2
     assert await gateway.server.app[ACCOUNTING].open_reservations() == 0
 
