@@ -147,5 +147,6 @@ def guard_store(store: Store, breaker: StoreBreaker, *, limit_retries: bool = Tr
         return result
 
     # Every command, scripts included, goes through this one method of the client.
+    guarded.__wrapped__ = send  # type: ignore[attr-defined]
     store.execute_command = guarded  # type: ignore[method-assign]
     return store

@@ -147,7 +147,7 @@ class _Job:
         rider = store.rider(self.key, token, LOCK_TTL_S)
         if rider is not None:
             read = Probe(rider)
-            if probe(self.ctx, read):
+            if await probe(self.ctx, read):
                 return await store.looked_up(read.reply)
         return await store.lookup(self.key, token, LOCK_TTL_S)
 

@@ -16,6 +16,9 @@ lets the stage in between choose how to ask:
 Every stage that answers a request itself (the cache with a stored answer, the upstream
 stage with the provider's) first awaits `passed`, which raises the check's refusal (429,
 503) if there is one: nothing is served before the verdict.
+
+The first ask runs in the request's own task where the store allows (see the limits
+stage's `_Reservation.ask`): the store's reply resumes the request directly.
 """
 
 from __future__ import annotations
@@ -49,16 +52,24 @@ class Gate(Protocol):
         """Ask (once; a later `hold` tops up a check that held nothing); the verdict."""
         ...
 
+    async def ask(self, ctx: RequestContext, hold: bool = True, probe: Probe | None = None) -> None:
+        """The first ask, in the caller's task where the gate can (its verdict is in when
+        this returns); else as `start`."""
+        ...
+
 
 async def passed(ctx: RequestContext, hold: bool = True) -> None:
     """Wait for the request's check, if it has one; raises what the check raised.
 
-    Shielded: a request cancelled here (its client gone) must not cancel the check, whose
-    result its settlement needs.
+    A request cancelled here (its client gone) must not lose the check's result, which its
+    settlement needs: a check in a task of its own is shielded; one asked in the request's
+    own task hands its reply over (see `Gate.ask`).
     """
     gate = ctx.gate
     if gate is None:
         return
+    if not gate.started:
+        await gate.ask(ctx, hold)
     verdict = gate.start(ctx, hold)
     if verdict.done():  # in already (the usual case after a probe): nothing to shield
         verdict.result()  # raises what the check raised
@@ -66,11 +77,12 @@ async def passed(ctx: RequestContext, hold: bool = True) -> None:
     await asyncio.shield(verdict)
 
 
-def probe(ctx: RequestContext, read: Probe) -> bool:
-    """Send `read` in the gate's command; False when there is no gate or it was asked
-    already (the caller then reads on its own)."""
+async def probe(ctx: RequestContext, read: Probe) -> bool:
+    """Send `read` in the gate's command (its reply may be in already when this returns);
+    False when there is no gate or it was asked already (the caller then reads on its
+    own)."""
     gate = ctx.gate
     if gate is None or gate.started:
         return False
-    gate.start(ctx, probe=read)
+    await gate.ask(ctx, probe=read)
     return True

@@ -7,6 +7,7 @@ still a request against the rate limit; it holds nothing, so it has nothing to s
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 from collections.abc import Awaitable, Coroutine
 from datetime import UTC, datetime, timedelta
@@ -23,9 +24,10 @@ from gateway.metrics import METRICS
 from gateway.pipeline import Next
 from gateway.pricing import usd
 from gateway.stages.gates import Probe, passed
-from gateway.store.accounting import ACCOUNTING, Reserved, StoreUnavailable
+from gateway.store.accounting import ACCOUNTING, Reserved, StoreUnavailable, reservation_reply
 from gateway.store.accounting import BudgetExhausted as Exhausted
 from gateway.store.accounting import RateLimited as Limited
+from gateway.store.coalesce import ON_ORPHAN
 
 _log = structlog.get_logger("gateway.accounting")
 
@@ -41,7 +43,7 @@ async def enforce_limits(ctx: RequestContext, call_next: Next) -> web.StreamResp
     plan = plan_for(ctx)
     if plan.billable and plan.price is None:
         _warn_unpriced(ctx, plan)
-    gate = _Reservation(plan) if plan.needs_store else None
+    gate = _Reservation(plan, ctx.app[ACCOUNTING].answers_orphans) if plan.needs_store else None
     ctx.gate = gate
     ctx.on_finish.append(lambda c: _settle_after(c, plan, gate))
     try:
@@ -80,22 +82,68 @@ class _Reservation:
     """The request's gate (see gateway.stages.gates): rate limits and the budget reservation,
     asked of the store when a later stage first needs the verdict."""
 
-    __slots__ = ("_holds", "_plan", "task")
+    __slots__ = ("_holds", "_inline", "_plan", "task")
 
-    def __init__(self, plan: Plan) -> None:
+    def __init__(self, plan: Plan, inline: bool) -> None:
         self._plan = plan  # not the context, which refers to this gate
         # The latest ask: the store's (day, month) ids of what it holds for the request, or
         # None when it holds nothing (a check only, or the store out and policy allows).
-        self.task: asyncio.Task[Period | None] | None = None
+        self.task: asyncio.Future[Period | None] | None = None
         self._holds = False  # the worst case is held, or asked to be
+        self._inline = inline  # the first ask may run in the request's own task (see `ask`)
 
     @property
     def started(self) -> bool:
         return self.task is not None
 
+    async def ask(self, ctx: RequestContext, hold: bool = True, probe: Probe | None = None) -> None:
+        """The first ask, run in the caller's own task: the store's reply resumes the request
+        directly, where a task of its own would take two more turns of the event loop (its
+        start, then waking the request), each behind every request queued meanwhile. Its
+        verdict is in when this returns (a refusal is kept in it, for `passed` to raise). A
+        request cancelled while it waits (its client gone) is not left holding anything
+        unknown: the store client hands the reply to `_orphaned`, which gives the verdict
+        that the request's settlement waits for. Where the store cannot do that (the
+        embedded store, a cluster), or once asked, as `start`."""
+        if self.task is not None or not self._inline:
+            self.start(ctx, hold, probe)
+            return
+        verdict: asyncio.Future[Period | None] = asyncio.get_running_loop().create_future()
+        self.task, self._holds = verdict, hold
+        keep = ON_ORPHAN.set(functools.partial(self._orphaned, verdict, probe is not None))
+        try:
+            period = await self._reserve(ctx, hold, probe)
+        except Exception as exc:  # a refusal (or a failure): the verdict, raised by `passed`
+            verdict.set_exception(exc)
+            return
+        finally:
+            ON_ORPHAN.reset(keep)
+        verdict.set_result(period)
+
+    def _orphaned(self, verdict: asyncio.Future[Period | None], read: bool, reply: Any) -> None:
+        """The reservation's reply after its request was cancelled: what the store holds, for
+        the settlement. A failure or a script that did not run holds nothing known (a hold
+        the store kept all the same is charged by the sweep, as for a process that died)."""
+        if verdict.done():
+            return
+        if isinstance(reply, BaseException):
+            verdict.set_result(None)
+            return
+        try:
+            result = reservation_reply(reply, read)
+        except Exception:  # not a reservation's reply: nothing known is held
+            verdict.set_result(None)
+            return
+        if isinstance(result, Limited):
+            verdict.set_exception(_rate_limited(result, self._plan))
+        elif isinstance(result, Exhausted):
+            verdict.set_exception(_exhausted(result, self._plan))
+        else:
+            verdict.set_result((result.day, result.month) if result.held else None)
+
     def start(
         self, ctx: RequestContext, hold: bool = True, probe: Probe | None = None
-    ) -> asyncio.Task[Period | None]:
+    ) -> asyncio.Future[Period | None]:
         task = self.task
         if task is None:
             self._holds = hold
@@ -106,7 +154,7 @@ class _Reservation:
         return task
 
     async def _top_up(
-        self, ctx: RequestContext, check: asyncio.Task[Period | None]
+        self, ctx: RequestContext, check: asyncio.Future[Period | None]
     ) -> Period | None:
         await check  # a refusal stands; its request was counted against the rate limit
         return await self._reserve(ctx, hold=True, probe=None, count_request=False)
@@ -266,7 +314,7 @@ def _settle_after(
 
 
 async def _settle_when_in(
-    ctx: RequestContext, plan: Plan, reservation: asyncio.Task[Period | None]
+    ctx: RequestContext, plan: Plan, reservation: asyncio.Future[Period | None]
 ) -> None:
     try:
         period = await reservation

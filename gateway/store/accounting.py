@@ -17,7 +17,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from gateway.store import Store
-from gateway.store.coalesce import BACKGROUND
+from gateway.store.coalesce import BACKGROUND, answers_orphans
 from gateway.store.scripts import Script
 
 PREFIX = "llmgw:{acct}:"
@@ -121,11 +121,32 @@ def _limit(value: int | None) -> int:
     return -1 if value is None else value
 
 
+def reservation_reply(out: Any, read: bool) -> Reserved | RateLimited | BudgetExhausted:
+    """The reservation script's reply (`read`: with a rider's read after it)."""
+    kind = int(out[0])
+    if kind == 2:
+        return RateLimited(_s(out[1]), int(out[2]), bool(int(out[3])))
+    if kind == 3:
+        return BudgetExhausted(
+            _s(out[1]), _s(out[2]), int(_s(out[3])), int(_s(out[4])), _s(out[5]), _s(out[6])
+        )
+    remaining, requests = int(_s(out[1])), int(out[2])
+    return Reserved(
+        remaining_micro=None if remaining < 0 else remaining,
+        remaining_requests=None if requests < 0 else requests,
+        day=_s(out[3]),
+        month=_s(out[4]),
+        held=int(out[5]) == 1,
+        read=out[6:] if read else None,
+    )
+
+
 class Accounting:
     """The store boundary for money and limits: Redis errors become StoreUnavailable."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
+        self._answers_orphans = answers_orphans(store)
         self._reserve = Script.load(_LUA, "lua/reserve.lua")
         self._settle = Script.load(_LUA, "lua/settle.lua")
         self._sweep = Script.load(_LUA, "lua/sweep.lua")
@@ -134,6 +155,12 @@ class Accounting:
         self._counts: dict[tuple[str, tuple[str, ...], str], int] = {}
         self._flush_timer: asyncio.TimerHandle | None = None
         self._flushing: set[asyncio.Task[None]] = set()
+
+    @property
+    def answers_orphans(self) -> bool:
+        """Whether a reservation whose caller is cancelled while it waits still has its reply
+        handed over (see ON_ORPHAN in gateway.store.coalesce): a coalesced Redis client."""
+        return self._answers_orphans
 
     @property
     def reserve_script(self) -> Script:
@@ -168,22 +195,7 @@ class Accounting:
             out = await self._run(self._reserve, args)
         else:
             out = await self._run(rider.script, [*args, *rider.args], (PREFIX, *rider.keys))
-        kind = int(out[0])
-        if kind == 2:
-            return RateLimited(_s(out[1]), int(out[2]), bool(int(out[3])))
-        if kind == 3:
-            return BudgetExhausted(
-                _s(out[1]), _s(out[2]), int(_s(out[3])), int(_s(out[4])), _s(out[5]), _s(out[6])
-            )
-        remaining, requests = int(_s(out[1])), int(out[2])
-        return Reserved(
-            remaining_micro=None if remaining < 0 else remaining,
-            remaining_requests=None if requests < 0 else requests,
-            day=_s(out[3]),
-            month=_s(out[4]),
-            held=int(out[5]) == 1,
-            read=out[6:] if rider is not None else None,
-        )
+        return reservation_reply(out, rider is not None)
 
     async def settle(
         self,

@@ -79,9 +79,17 @@ _NOT_FOR_CALLBACKS = frozenset({EMPTY_RESPONSE, NEVER_DECODE, "keys"})
 BACKGROUND: ContextVar[bool] = ContextVar("store_background", default=False)
 BACKGROUND_DELAY_S = 0.005
 
+Orphan = Callable[[Any], None]
+# A caller that must learn what its command did even if it is cancelled while waiting (a
+# budget reservation: what the store holds must be settled) sets this around the call: a
+# reply that comes after its caller has gone is handed to this function (the reply, or the
+# exception the caller would have got), at once, in the callback that reads it. See
+# `answers_orphans`: only a coalesced client does.
+ON_ORPHAN: ContextVar[Orphan | None] = ContextVar("store_on_orphan", default=None)
+
 Send = Callable[..., Awaitable[Any]]
 Future = asyncio.Future[Any]
-_Queued = tuple[tuple[Any, ...], dict[str, Any], Future]
+_Queued = tuple[tuple[Any, ...], dict[str, Any], Future, Orphan | None]
 
 
 def _name(command: Any) -> bytes:
@@ -144,16 +152,24 @@ class Coalescer:
                 return await self._send(*args, **options)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
+        orphan = ON_ORPHAN.get()
         if BACKGROUND.get():
-            self._waiting.append((args, options, future))
+            self._waiting.append((args, options, future, orphan))
             if self._loop is not loop and (self._later is None or self._later[1] is not loop):
                 self._later = (loop.call_later(BACKGROUND_DELAY_S, self._flush), loop)
         else:
-            self._queue.append((args, options, future))
+            self._queue.append((args, options, future, orphan))
             if self._loop is not loop:
                 self._loop = loop
                 loop.call_soon(self._flush)
-        return await future
+        if orphan is None:
+            return await future
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if not future.cancelled():  # the reply came in just before the cancellation
+                orphan(future.exception() or future.result())
+            raise  # else the reply, when it comes, goes to `orphan` (see _Sent)
 
     def _flush(self) -> None:
         """At the end of the turn: send what was queued during it, and the background
@@ -164,7 +180,7 @@ class Coalescer:
             self._later = None
         queued = self._queue + self._waiting  # callers waiting first: Redis answers in order
         self._waiting, self._queue = [], []
-        batch = [_Sent(args, options, future) for args, options, future in queued]
+        batch = [_Sent(*item) for item in queued]
         self._transmit(batch)
 
     def _transmit(self, batch: list[_Sent]) -> None:
@@ -228,6 +244,8 @@ class Coalescer:
         """One reply, to its caller: an error reply as that command's exception alone."""
         future, options = item.future, item.options
         if future.done():  # the caller is gone
+            if item.orphan is not None:
+                item.orphan(reply)
             return
         if isinstance(reply, ResponseError):
             if EMPTY_RESPONSE in options:
@@ -278,17 +296,26 @@ def _chain(done: asyncio.Future[Any], future: asyncio.Future[Any]) -> None:
 
 
 class _Sent:
-    """A command on its way: its caller, and whether it was sent again after a broken link."""
+    """A command on its way: its caller, whether it was sent again after a broken link, and
+    who learns its outcome if the caller has gone (see ON_ORPHAN)."""
 
-    __slots__ = ("args", "future", "options", "tries")
+    __slots__ = ("args", "future", "options", "orphan", "tries")
 
-    def __init__(self, args: tuple[Any, ...], options: dict[str, Any], future: Future) -> None:
-        self.args, self.options, self.future = args, options, future
+    def __init__(
+        self,
+        args: tuple[Any, ...],
+        options: dict[str, Any],
+        future: Future,
+        orphan: Orphan | None = None,
+    ) -> None:
+        self.args, self.options, self.future, self.orphan = args, options, future, orphan
         self.tries = 0
 
     def fail(self, exc: BaseException) -> None:
         if not self.future.done():
             self.future.set_exception(exc)
+        elif self.orphan is not None:
+            self.orphan(exc)
 
 
 class _Wire(asyncio.Protocol):
@@ -315,7 +342,8 @@ class _Wire(asyncio.Protocol):
     def send(self, batch: list[_Sent], deadline: float) -> None:
         encoder, out, sent = self.encoder, [], []
         for item in batch:
-            if item.future.done():  # the caller is gone before it was sent
+            # A caller gone before it was sent: dropped, unless someone waits on its outcome.
+            if item.future.done() and item.orphan is None:
                 continue
             try:
                 out.append(pack_one(item.args, encoder))
@@ -413,6 +441,14 @@ def bounded(client: Any) -> bool:
     """Whether every command of `client` is already bounded in time (a coalesced client bounds
     each round trip), so that a caller needs no timer of its own."""
     return isinstance(getattr(client.execute_command, "__self__", None), Coalescer)
+
+
+def answers_orphans(client: Any) -> bool:
+    """Whether `client` (or the client it wraps) hands the replies of cancelled callers to
+    their ON_ORPHAN function: a coalesced client does."""
+    send = client.execute_command
+    send = getattr(send, "__wrapped__", send)
+    return isinstance(getattr(send, "__self__", None), Coalescer)
 
 
 def _copy(exc: Exception) -> Exception:

@@ -9,6 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -21,7 +22,7 @@ from gateway.metrics import METRICS
 from gateway.mock import MockState
 from gateway.store import open_store
 from gateway.store.accounting import ACCOUNTING, Accounting
-from gateway.store.coalesce import BACKGROUND, BACKGROUND_DELAY_S
+from gateway.store.coalesce import BACKGROUND, BACKGROUND_DELAY_S, _Wire
 from tests.integration.test_budgets import PRICING, A, _keys, _month
 from tests.integration.test_cache import cache_config, chat
 from tests.integration.test_store_coalesce import count_round_trips
@@ -168,6 +169,38 @@ async def test_a_streams_log_line_and_metrics_come_before_its_end(
     assert events == ["logged stream=True", "end", "end", "logged stream=False"]
     assert answered(gateway) == 2
     assert await gateway.server.app[ACCOUNTING].open_reservations() == 0
+
+
+async def test_a_client_gone_while_its_reservation_waits_leaves_nothing_held(
+    make_gateway: MakeGateway, redis_url: str, mock: MockState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reservation runs in the request's own task, so a client that leaves while the
+    store is answering cancels it there; the reply, read after, still tells what is held,
+    and the request is settled and logged once, without going upstream."""
+    gateway = await _budgeted(make_gateway, redis_url)
+    held: list[tuple[Any, bytes]] = []
+    read = _Wire.data_received
+
+    def slow_store(wire: Any, data: bytes) -> None:
+        held.append((wire, data))
+
+    monkeypatch.setattr(_Wire, "data_received", slow_store)
+    with pytest.raises(TimeoutError):
+        await gateway.post(
+            "/v1/chat/completions",
+            json=chat("Leaving"),
+            headers=A,
+            timeout=aiohttp.ClientTimeout(total=0.3),
+        )
+    await asyncio.sleep(0.05)  # the connection's close reaches the handler: cancelled
+    monkeypatch.setattr(_Wire, "data_received", read)
+    assert held  # the reservation's reply was on its way when the client left
+    for wire, data in held:
+        read(wire, data)
+    assert await gateway.server.app[DRAIN].wait_idle(5)
+    assert await gateway.server.app[ACCOUNTING].open_reservations() == 0
+    assert mock.requests == []
+    assert answered(gateway) == 1
 
 
 async def test_a_request_right_behind_its_twin_is_a_hit_while_the_entry_is_written(

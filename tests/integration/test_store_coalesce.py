@@ -12,7 +12,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError, NoScriptError, ResponseError
 
 from gateway.store import open_store
-from gateway.store.coalesce import _Wire, pack
+from gateway.store.coalesce import ON_ORPHAN, _Wire, pack
 from gateway.store.scripts import Script
 
 pytestmark = pytest.mark.redis
@@ -117,6 +117,49 @@ async def test_a_caller_that_gives_up_leaves_the_others_their_replies(redis_url:
             await gone
     finally:
         await store.aclose()
+
+
+async def _orphaned_call(store: Any, orphans: list[Any], command: Any) -> Any:
+    keep = ON_ORPHAN.set(orphans.append)
+    try:
+        return await command()
+    finally:
+        ON_ORPHAN.reset(keep)
+
+
+async def test_a_caller_gone_hands_its_reply_to_its_orphan_function(redis_url: str) -> None:
+    """Whether it left before its command was sent or while it waited for the reply: its
+    command runs, and its ON_ORPHAN function gets the reply (or the error reply), once; a
+    caller without one that left before its command was sent is dropped, as before."""
+    store = open_store(redis_url)
+    orphans: list[Any] = []
+    try:
+        await store.delete("o1", "o2", "o3", "dropped")
+        before = asyncio.ensure_future(_orphaned_call(store, orphans, lambda: store.incr("o1")))
+        dropped = asyncio.ensure_future(store.incr("dropped"))
+        await asyncio.sleep(0)  # both queued, not yet sent
+        before.cancel()
+        dropped.cancel()
+        waiting = asyncio.ensure_future(_orphaned_call(store, orphans, lambda: store.incr("o2")))
+        await asyncio.sleep(0)  # queued
+        await asyncio.sleep(0)  # sent, its reply not yet read
+        waiting.cancel()
+        failing = asyncio.ensure_future(
+            _orphaned_call(store, orphans, lambda: store.execute_command("HGET", "o3"))
+        )
+        await asyncio.sleep(0)
+        failing.cancel()
+        for task in (before, dropped, waiting, failing):
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        async with asyncio.timeout(5):
+            while len(orphans) < 3:
+                await asyncio.sleep(0.01)
+        assert await store.mget(["o1", "o2", "dropped"]) == [b"1", b"1", None]
+    finally:
+        await store.aclose()
+    assert orphans[:2] == [1, 1]
+    assert isinstance(orphans[2], ResponseError)  # wrong number of arguments
 
 
 async def test_blocking_commands_are_sent_alone(
