@@ -82,19 +82,19 @@ class _Reservation:
     """The request's gate (see gateway.stages.gates): rate limits and the budget reservation,
     asked of the store when a later stage first needs the verdict."""
 
-    __slots__ = ("_holds", "_inline", "_plan", "task")
+    __slots__ = ("_holds", "_inline", "_plan", "verdict")
 
     def __init__(self, plan: Plan, inline: bool) -> None:
         self._plan = plan  # not the context, which refers to this gate
         # The latest ask: the store's (day, month) ids of what it holds for the request, or
         # None when it holds nothing (a check only, or the store out and policy allows).
-        self.task: asyncio.Future[Period | None] | None = None
+        self.verdict: asyncio.Future[Period | None] | None = None
         self._holds = False  # the worst case is held, or asked to be
         self._inline = inline  # the first ask may run in the request's own task (see `ask`)
 
     @property
     def started(self) -> bool:
-        return self.task is not None
+        return self.verdict is not None
 
     async def ask(self, ctx: RequestContext, hold: bool = True, probe: Probe | None = None) -> None:
         """The first ask, run in the caller's own task: the store's reply resumes the request
@@ -105,15 +105,16 @@ class _Reservation:
         unknown: the store client hands the reply to `_orphaned`, which gives the verdict
         that the request's settlement waits for. Where the store cannot do that (the
         embedded store, a cluster), or once asked, as `start`."""
-        if self.task is not None or not self._inline:
+        if self.verdict is not None or not self._inline:
             self.start(ctx, hold, probe)
             return
         verdict: asyncio.Future[Period | None] = asyncio.get_running_loop().create_future()
-        self.task, self._holds = verdict, hold
+        self.verdict, self._holds = verdict, hold
         keep = ON_ORPHAN.set(functools.partial(self._orphaned, verdict, probe is not None))
         try:
             period = await self._reserve(ctx, hold, probe)
         except Exception as exc:  # a refusal (or a failure): the verdict, raised by `passed`
+            _answer(probe, None)  # answered already on a refusal; never left waiting
             verdict.set_exception(exc)
             return
         finally:
@@ -144,13 +145,13 @@ class _Reservation:
     def start(
         self, ctx: RequestContext, hold: bool = True, probe: Probe | None = None
     ) -> asyncio.Future[Period | None]:
-        task = self.task
+        task = self.verdict
         if task is None:
             self._holds = hold
-            task = self.task = _spawn(self._reserve(ctx, hold, probe))
+            task = self.verdict = _spawn(self._reserve(ctx, hold, probe))
         elif hold and not self._holds:  # checked without holding, and now going upstream
             self._holds = True
-            task = self.task = _spawn(self._top_up(ctx, task))
+            task = self.verdict = _spawn(self._top_up(ctx, task))
         return task
 
     async def _top_up(
@@ -289,7 +290,7 @@ def _on_store_error(ctx: RequestContext, plan: Plan, exc: StoreUnavailable, hold
 
 
 def _refused(gate: _Reservation | None, err: BaseException) -> bool:
-    reservation = gate.task if gate is not None else None
+    reservation = gate.verdict if gate is not None else None
     if reservation is None or not reservation.done() or reservation.cancelled():
         return False
     return reservation.exception() is err
@@ -301,7 +302,7 @@ def _settle_after(
     """Settle once the reservation's verdict is in; a refused request reserved nothing, nor
     did one whose gate no stage asked. At once when nothing is held (a hit, a check only):
     None; else what is left to await."""
-    reservation = gate.task if gate is not None else None
+    reservation = gate.verdict if gate is not None else None
     if reservation is None:
         return _settle(ctx, plan, None)
     if reservation.cancelled():
