@@ -135,12 +135,10 @@ class _Reservation:
         except Exception:  # not a reservation's reply: nothing known is held
             verdict.set_result(None)
             return
-        if isinstance(result, Limited):
-            verdict.set_exception(_rate_limited(result, self._plan))
-        elif isinstance(result, Exhausted):
-            verdict.set_exception(_exhausted(result, self._plan))
+        if isinstance(result, Reserved):
+            verdict.set_result(_held(result))
         else:
-            verdict.set_result((result.day, result.month) if result.held else None)
+            verdict.set_exception(_refusal(result, self._plan))
 
     def start(
         self, ctx: RequestContext, hold: bool = True, probe: Probe | None = None
@@ -183,16 +181,22 @@ class _Reservation:
             _answer(probe, exc)
             _on_store_error(ctx, plan, exc, hold)
             return None
-        if isinstance(result, Limited):
+        if not isinstance(result, Reserved):
             _answer(probe, None)
-            raise _rate_limited(result, plan)
-        if isinstance(result, Exhausted):
-            _answer(probe, None)
-            raise _exhausted(result, plan)
+            raise _refusal(result, plan)
         self._holds = result.held  # before the reader wakes: a hit it cannot serve tops up
         _answer(probe, result.read)
         _limit_headers(ctx, plan, result)
-        return (result.day, result.month) if result.held else None
+        return _held(result)
+
+
+def _held(result: Reserved) -> Period | None:
+    """The store's (day, month) ids of what it holds for the request; None when nothing."""
+    return (result.day, result.month) if result.held else None
+
+
+def _refusal(result: Limited | Exhausted, plan: Plan) -> GatewayError:
+    return _rate_limited(result, plan) if isinstance(result, Limited) else _exhausted(result, plan)
 
 
 def _spawn(check: Coroutine[Any, Any, Period | None]) -> asyncio.Task[Period | None]:
