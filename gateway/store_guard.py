@@ -24,7 +24,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
 from gateway.store import COMMAND_TIMEOUT_S, Store
-from gateway.store.coalesce import bounded
+from gateway.store.coalesce import coalesced
 
 # One command, however the client retries inside, never takes longer than this (a coalesced
 # client's round trips are bounded by the command timeout already).
@@ -117,7 +117,7 @@ def guard_store(store: Store, breaker: StoreBreaker, *, limit_retries: bool = Tr
     send: Callable[..., Awaitable[Any]] = store.execute_command
     # A coalesced client bounds every round trip itself: a second timer per command would
     # only cost time.
-    timed = not bounded(store)
+    timed = not coalesced(store)
 
     async def guarded(*args: Any, **options: Any) -> Any:
         if not breaker.allow():

@@ -17,7 +17,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from gateway.store import Store
-from gateway.store.coalesce import BACKGROUND, answers_orphans
+from gateway.store.coalesce import BACKGROUND, coalesced
 from gateway.store.scripts import Script
 
 PREFIX = "llmgw:{acct}:"
@@ -146,7 +146,7 @@ class Accounting:
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._answers_orphans = answers_orphans(store)
+        self._answers_orphans = coalesced(store)
         self._reserve = Script.load(_LUA, "lua/reserve.lua")
         self._settle = Script.load(_LUA, "lua/settle.lua")
         self._sweep = Script.load(_LUA, "lua/sweep.lua")

@@ -29,6 +29,8 @@ from redis.asyncio import Redis
 from redis.client import EMPTY_RESPONSE, NEVER_DECODE
 from redis.exceptions import ConnectionError, ResponseError
 
+from gateway.store.resp import pack_one
+
 # Commands that wait on the server, or change the connection they run on, never share a
 # pipeline: one of them would hold up (or alter) every command queued beside it.
 _ALONE = frozenset(
@@ -62,11 +64,7 @@ _ALONE = frozenset(
     }
 )
 
-# hiredis packs commands in C, several times faster. It packs bytes, str (UTF-8), int and
-# float exactly as redis-py does, and refuses every other type, which then goes through
-# redis-py's encoder. Its reader parses the replies.
-_hiredis_pack: Callable[[tuple[Any, ...]], bytes] = hiredis.pack_command
-_UTF8 = ("utf-8", "strict")
+# hiredis's reader parses the replies (its packer encodes the commands: see resp).
 _MORE = object()  # the reader's "no whole reply yet"
 _PUSH = getattr(hiredis, "PushNotification", None)  # RESP3 pushes (hiredis 3.2 and later)
 _error = BaseParser.parse_error  # an error reply as redis-py's exception for it
@@ -84,7 +82,7 @@ Orphan = Callable[[Any], None]
 # budget reservation: what the store holds must be settled) sets this around the call: a
 # reply that comes after its caller has gone is handed to this function (the reply, or the
 # exception the caller would have got), at once, in the callback that reads it. See
-# `answers_orphans`: only a coalesced client does.
+# `coalesced`: only a coalesced client does.
 ON_ORPHAN: ContextVar[Orphan | None] = ContextVar("store_on_orphan", default=None)
 
 Send = Callable[..., Awaitable[Any]]
@@ -407,45 +405,10 @@ class _Wire(asyncio.Protocol):
         self.owner._broken(self, exc, retry)
 
 
-def pack(commands: list[tuple[Any, ...]], encoder: Any) -> bytes:
-    """RESP for several commands, as redis-py encodes them."""
-    return b"".join(pack_one(command, encoder) for command in commands)
-
-
-def pack_one(command: tuple[Any, ...], encoder: Any) -> bytes:
-    """RESP for one command, as redis-py encodes it (a command name with a space is several
-    words; values other than bytes, str, int and float go through the encoder)."""
-    first = command[0]
-    if (isinstance(first, str) and " " in first) or (isinstance(first, bytes) and b" " in first):
-        command = (*first.split(), *command[1:])
-    if _hiredis_pack is not None and (encoder.encoding, encoder.encoding_errors) == _UTF8:
-        try:
-            return _hiredis_pack(command)
-        except TypeError:  # a type it does not pack (memoryview, bool): as redis-py does
-            pass
-    out = [b"*%d\r\n" % len(command)]
-    for arg in command:
-        if isinstance(arg, bytes):
-            value = arg
-        elif isinstance(arg, str):
-            value = arg.encode(encoder.encoding, encoder.encoding_errors)
-        elif isinstance(arg, int) and not isinstance(arg, bool):
-            value = b"%d" % arg
-        else:  # floats, memoryviews; booleans and the rest raise DataError there
-            value = encoder.encode(arg)
-        out.append(b"$%d\r\n%s\r\n" % (len(value), value))
-    return b"".join(out)
-
-
-def bounded(client: Any) -> bool:
-    """Whether every command of `client` is already bounded in time (a coalesced client bounds
-    each round trip), so that a caller needs no timer of its own."""
-    return isinstance(getattr(client.execute_command, "__self__", None), Coalescer)
-
-
-def answers_orphans(client: Any) -> bool:
-    """Whether `client` (or the client it wraps) hands the replies of cancelled callers to
-    their ON_ORPHAN function: a coalesced client does."""
+def coalesced(client: Any) -> bool:
+    """Whether `client` (or the client its `execute_command` wraps) coalesces its commands.
+    Such a client bounds every round trip in time, so that a caller needs no timer of its
+    own, and hands the replies of cancelled callers to their ON_ORPHAN function."""
     send = client.execute_command
     send = getattr(send, "__wrapped__", send)
     return isinstance(getattr(send, "__self__", None), Coalescer)

@@ -12,7 +12,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError, NoScriptError, ResponseError
 
 from gateway.store import open_store
-from gateway.store.coalesce import ON_ORPHAN, _Wire, pack
+from gateway.store.coalesce import ON_ORPHAN, _Wire
+from gateway.store.resp import pack
 from gateway.store.scripts import Script
 
 pytestmark = pytest.mark.redis
