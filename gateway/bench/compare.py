@@ -263,11 +263,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cannot run: {exc}", file=sys.stderr)
         return 2
     rows: list[Row] = []
+    redis_pid = procs.find_process("redis-server")
     try:
-        run.start()
-        for spec in phases:
-            print(f"[compare] {spec.name}: {args.pairs} pairs", file=sys.stderr, flush=True)
-            rows.append(summary(spec, run.measure(spec, args.pairs, args.duration)))
+        with procs.moved(redis_pid, run.cpus.load, "Redis") as redis_note:
+            print(f"[compare] {run.cpus.note}; {redis_note}", file=sys.stderr, flush=True)
+            run.start()
+            for spec in phases:
+                print(f"[compare] {spec.name}: {args.pairs} pairs", file=sys.stderr, flush=True)
+                rows.append(summary(spec, run.measure(spec, args.pairs, args.duration)))
     except BenchError as exc:
         print(f"failed: {exc} (logs in {out})", file=sys.stderr)
         return 1

@@ -12,7 +12,8 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,6 +188,40 @@ def find_process(name: str) -> int | None:
 def pin_self(cpus: frozenset[int] | None) -> None:
     if cpus is not None:
         os.sched_setaffinity(0, cpus)
+
+
+@contextmanager
+def moved(pid: int | None, cpus: frozenset[int] | None, name: str) -> Iterator[str]:
+    """Every thread of `pid` (a service of the machine, such as its Redis) on `cpus` for the
+    block, and back where it was after; yields what was done, for the report. The proxy's CPU
+    is then the proxy's alone: a Redis scheduled there took the gateway's time (in a run
+    where it was moved, about 5 % more of the gateway's CPU per request, 3 ms more at p99)."""
+    if pid is None or cpus is None:
+        yield f"{name} not moved ({'not found' if pid is None else 'nothing pinned'})"
+        return
+    before: dict[int, set[int]] = {}
+    try:
+        for tid in _threads(pid):
+            before[tid] = os.sched_getaffinity(tid)
+            os.sched_setaffinity(tid, cpus)
+    except OSError as exc:  # not ours to move (another user's), or it ended
+        _restore(before)
+        yield f"{name} not moved ({exc.strerror or exc})"
+        return
+    try:
+        yield f"{name} moved to CPU {','.join(map(str, sorted(cpus)))} for the run"
+    finally:
+        _restore(before)
+
+
+def _threads(pid: int) -> list[int]:
+    return sorted(int(entry.name) for entry in (PROC / str(pid) / "task").iterdir())
+
+
+def _restore(before: Mapping[int, set[int]]) -> None:
+    for tid, cpus in before.items():
+        with suppress(OSError):  # a thread that ended meanwhile
+            os.sched_setaffinity(tid, cpus)
 
 
 class Proc:

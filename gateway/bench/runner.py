@@ -73,6 +73,11 @@ class Run:
 
     def execute(self, report: Report) -> None:
         procs.pin_self(self.cpus.load)  # this process and the streaming client: the load core
+        with procs.moved(self.meters.redis_pid, self.cpus.load, "Redis") as redis_note:
+            report.cpus = f"{report.cpus}; {redis_note}"
+            self._execute(report)
+
+    def _execute(self, report: Report) -> None:
         self.store.flushdb()
         try:
             self.say(f"starting mock, forwarder and gateway ({self.cpus.note})")

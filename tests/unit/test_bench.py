@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +18,7 @@ from gateway.bench.procs import (
     BenchError,
     busy_percent,
     choose_cpus,
+    moved,
     other_percent,
     parse_cpu_times,
     parse_stat,
@@ -139,6 +144,52 @@ def test_choose_cpus_gives_the_load_the_first_cpu_and_the_proxy_the_second() -> 
 
 def test_choose_cpus_gives_workers_two_cpus_when_there_are_three() -> None:
     assert choose_cpus([0, 1, 2, 3], pin=True).workers == frozenset({1, 2})
+
+
+def _affinities(pid: int) -> dict[int, set[int]]:
+    tasks = Path(f"/proc/{pid}/task").iterdir()
+    return {int(t.name): os.sched_getaffinity(int(t.name)) for t in tasks}
+
+
+def test_a_service_is_moved_whole_to_the_load_cpu_for_the_run_and_put_back() -> None:
+    """Redis, a service of the machine, must not take the proxy's CPU during a run; every
+    one of its threads is moved, and each goes back where it was."""
+    service = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import threading, time\n"
+            "for _ in range(2): threading.Thread(target=time.sleep, args=(60,), daemon=True)"
+            ".start()\n"
+            "print('up', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert service.stdout is not None
+        assert service.stdout.readline() == b"up\n"
+        before = _affinities(service.pid)
+        assert len(before) == 3
+        load = frozenset({min(os.sched_getaffinity(0))})
+        with moved(service.pid, load, "Redis") as note:
+            assert note == f"Redis moved to CPU {min(load)} for the run"
+            assert all(cpus == load for cpus in _affinities(service.pid).values())
+        assert _affinities(service.pid) == before
+    finally:
+        service.kill()
+        service.communicate()
+
+
+def test_a_service_that_cannot_be_moved_is_named_in_the_report_and_left_alone() -> None:
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    time.sleep(0.01)
+    with moved(gone.pid, frozenset({0}), "Redis") as note:
+        assert note.startswith("Redis not moved (")
+    with moved(None, frozenset({0}), "Redis") as note:
+        assert note == "Redis not moved (not found)"
+    with moved(os.getpid(), None, "Redis") as note:
+        assert note == "Redis not moved (nothing pinned)"
 
 
 def test_choose_cpus_without_pinning_or_with_one_cpu_pins_nothing() -> None:
