@@ -369,7 +369,11 @@ class _Wire(asyncio.Protocol):
             return
         self.pending.extend(sent)
         self.deadlines.append((deadline, sent[-1]))
-        self.transport.write(b"".join(out))
+        try:
+            self.transport.write(b"".join(out))
+        except Exception as exc:  # a transport closed under it: as a connection lost
+            self.close(ConnectionError(f"Connection to the store lost: {exc}."))
+            return
         if self.watch is None:
             self.watch = self.loop.call_at(deadline, self._check)
 

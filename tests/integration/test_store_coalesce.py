@@ -78,6 +78,36 @@ async def test_a_command_leaves_at_once_when_none_is_out_and_the_rest_of_its_tur
     assert trips == [["SET"], ["INCRBY", "GET"]]
 
 
+class _Refusing:
+    """A transport that refuses writes, as one closed under its protocol does."""
+
+    def __init__(self, transport: Any) -> None:
+        self.inner = transport
+
+    def write(self, data: bytes) -> None:
+        raise RuntimeError("unable to perform operation: the handler is closed")
+
+    def is_closing(self) -> bool:
+        return bool(self.inner.is_closing())
+
+    def abort(self) -> None:
+        self.inner.abort()
+
+
+async def test_a_batch_its_connection_refuses_is_sent_again_on_a_new_one(redis_url: str) -> None:
+    store = open_store(redis_url)
+    try:
+        await store.ping()
+        coalescer = store.execute_command.__self__  # type: ignore[attr-defined]
+        broken = coalescer._wire
+        broken.transport = _Refusing(broken.transport)
+        assert await store.set("a", "1") is True  # the caller sees no error
+        assert coalescer._wire is not broken
+        assert await store.get("a") == b"1"
+    finally:
+        await store.aclose()
+
+
 async def test_sequential_commands_each_make_their_own_round_trip(
     redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
