@@ -200,16 +200,20 @@ def moved(pid: int | None, cpus: frozenset[int] | None, name: str) -> Iterator[s
         yield f"{name} not moved ({'not found' if pid is None else 'nothing pinned'})"
         return
     before: dict[int, set[int]] = {}
+    refused: OSError | None = None
     try:
         for tid in _threads(pid):
             before[tid] = os.sched_getaffinity(tid)
             os.sched_setaffinity(tid, cpus)
-    except OSError as exc:  # not ours to move (another user's), or it ended
+    except OSError as exc:  # not ours to move (another user's), or it ended: left alone
         _restore(before)
-        yield f"{name} not moved ({exc.strerror or exc})"
-        return
+        before.clear()
+        refused = exc
     try:
-        yield f"{name} moved to CPU {','.join(map(str, sorted(cpus)))} for the run"
+        if refused is not None:
+            yield f"{name} not moved ({refused.strerror or refused})"
+        else:
+            yield f"{name} moved to CPU {','.join(map(str, sorted(cpus)))} for the run"
     finally:
         _restore(before)
 
