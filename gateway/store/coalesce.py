@@ -9,9 +9,10 @@ its own error: nothing is deferred past the current loop turn, so what a request
 unchanged. Commands nobody waits on (a cache write, the request log: see BACKGROUND) wait a
 few milliseconds for company instead.
 
-The batches go over one connection that this module reads and writes itself (an asyncio
-protocol with hiredis's parser): a batch is written as soon as it is ready, even while earlier
-ones wait for their replies, and each reply goes straight from the socket to its caller.
+The batches go over one connection that the client reads and writes itself (gateway.store.wire:
+an asyncio protocol with hiredis's parser): a batch is written as soon as it is ready, even
+while earlier ones wait for their replies, and each reply goes straight from the socket to its
+caller.
 redis-py opens the connection (address, TLS, AUTH, SELECT) and runs every command that must
 not share it (see _ALONE).
 """
@@ -20,18 +21,15 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from typing import Any
 
-import hiredis
-from redis._parsers import BaseParser  # its mapping of error replies to exceptions
 from redis.asyncio import Redis
 from redis.client import EMPTY_RESPONSE, NEVER_DECODE
 from redis.exceptions import ConnectionError, ResponseError
 
-from gateway.store.resp import pack_one
+from gateway.store.wire import Orphan, Sent, Wire
 
 # Commands that wait on the server, or change the connection they run on, never share a
 # pipeline: one of them would hold up (or alter) every command queued beside it.
@@ -66,10 +64,6 @@ _ALONE = frozenset(
     }
 )
 
-# hiredis's reader parses the replies (its packer encodes the commands: see resp).
-_MORE = object()  # the reader's "no whole reply yet"
-_PUSH = getattr(hiredis, "PushNotification", None)  # RESP3 pushes (hiredis 3.2 and later)
-_error = BaseParser.parse_error  # an error reply as redis-py's exception for it
 # Options redis-py reads itself rather than pass to a reply's callback.
 _NOT_FOR_CALLBACKS = frozenset({EMPTY_RESPONSE, NEVER_DECODE, "keys"})
 
@@ -79,7 +73,6 @@ _NOT_FOR_CALLBACKS = frozenset({EMPTY_RESPONSE, NEVER_DECODE, "keys"})
 BACKGROUND: ContextVar[bool] = ContextVar("store_background", default=False)
 BACKGROUND_DELAY_S = 0.005
 
-Orphan = Callable[[Any], None]
 # A caller that must learn what its command did even if it is cancelled while waiting (a
 # budget reservation: what the store holds must be settled) sets this around the call: a
 # reply that comes after its caller has gone is handed to this function (the reply, or the
@@ -141,9 +134,9 @@ class Coalescer:
         self._later: tuple[asyncio.TimerHandle, asyncio.AbstractEventLoop] | None = None
         # The one connection every batch is written to (None until the first command, and
         # after it broke), the task opening it, and the commands waiting for it.
-        self._wire: _Wire | None = None
+        self._wire: Wire | None = None
         self._connecting: asyncio.Task[None] | None = None
-        self._unsent: list[_Sent] = []
+        self._unsent: list[Sent] = []
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         # (NEVER_DECODE: a reply that must stay bytes on a decoding client; redis-py reads it)
@@ -172,7 +165,7 @@ class Coalescer:
         except asyncio.CancelledError:
             if not future.cancelled():  # the reply came in just before the cancellation
                 orphan(future.exception() or future.result())
-            raise  # else the reply, when it comes, goes to `orphan` (see _Sent)
+            raise  # else the reply, when it comes, goes to `orphan` (see Sent)
 
     def _idle(self, loop: asyncio.AbstractEventLoop) -> bool:
         """Whether nothing is on its way to the store or back. A command then leaves at once:
@@ -194,10 +187,10 @@ class Coalescer:
             self._later = None
         queued = self._queue + self._waiting  # callers waiting first: Redis answers in order
         self._waiting, self._queue = [], []
-        batch = [_Sent(*item) for item in queued]
+        batch = [Sent(*item) for item in queued]
         self._transmit(batch)
 
-    def _transmit(self, batch: list[_Sent]) -> None:
+    def _transmit(self, batch: list[Sent]) -> None:
         """One write for the batch, on the open connection; or, while there is none, queued
         for the one being opened."""
         if not batch:
@@ -220,7 +213,7 @@ class Coalescer:
         try:
             async with asyncio.timeout(self._timeout_s):
                 await conn.connect()
-            wire = _Wire(self, conn)
+            wire = Wire(self, conn)
         except BaseException as exc:  # every caller waiting for it learns why
             if self._connecting is asyncio.current_task():
                 self._connecting = None
@@ -238,13 +231,13 @@ class Coalescer:
         waiting, self._unsent = self._unsent, []
         self._transmit(waiting)
 
-    def _broken(self, wire: _Wire, exc: Exception, retry: bool = True) -> None:
+    def broken(self, wire: Wire, exc: Exception, retry: bool = True) -> None:
         """The connection failed (closed, unreadable, or a reply overdue): every command on it
         that was not answered is sent once more on a new connection, as redis-py retries a
         connection error; an overdue reply (the store is stuck, not gone) is not retried."""
         if self._wire is wire:
             self._wire = None
-        again: list[_Sent] = []
+        again: list[Sent] = []
         for item in wire.pending:
             if retry and not item.tries:
                 item.tries += 1
@@ -254,7 +247,7 @@ class Coalescer:
         wire.pending.clear()
         self._transmit(again)
 
-    def answer(self, item: _Sent, reply: Any) -> None:
+    def answer(self, item: Sent, reply: Any) -> None:
         """One reply, to its caller: an error reply as that command's exception alone."""
         future, options = item.future, item.options
         if future.done():  # the caller is gone
@@ -307,122 +300,6 @@ def _chain(done: asyncio.Future[Any], future: asyncio.Future[Any]) -> None:
         future.set_exception(exc)
     else:
         future.set_result(done.result())
-
-
-class _Sent:
-    """A command on its way: its caller, whether it was sent again after a broken link, and
-    who learns its outcome if the caller has gone (see ON_ORPHAN)."""
-
-    __slots__ = ("args", "future", "options", "orphan", "tries")
-
-    def __init__(
-        self,
-        args: tuple[Any, ...],
-        options: dict[str, Any],
-        future: Future,
-        orphan: Orphan | None = None,
-    ) -> None:
-        self.args, self.options, self.future, self.orphan = args, options, future, orphan
-        self.tries = 0
-
-    def fail(self, exc: BaseException) -> None:
-        if not self.future.done():
-            self.future.set_exception(exc)
-        elif self.orphan is not None:
-            self.orphan(exc)
-
-
-class _Wire(asyncio.Protocol):
-    """One Redis connection: each batch written as it comes, each reply handed to its caller
-    as soon as it is read (Redis answers in order). A batch not answered within the timeout
-    means the store is stuck: the connection is dropped and its callers fail."""
-
-    def __init__(self, owner: Coalescer, conn: Any) -> None:
-        self.owner, self.conn, self.loop = owner, conn, asyncio.get_running_loop()
-        self.pending: deque[_Sent] = deque()
-        self.deadlines: deque[tuple[float, _Sent]] = deque()  # each batch's last command
-        self.watch: asyncio.TimerHandle | None = None
-        self.encoder = conn.encoder
-        options: dict[str, Any] = {"replyError": _error, "notEnoughData": _MORE}
-        if self.encoder.decode_responses:
-            options["encoding"] = self.encoder.encoding
-            options["errors"] = self.encoder.encoding_errors
-        self.reader = hiredis.Reader(**options)
-        # redis-py opened it (and read its handshake) through asyncio streams; from here on
-        # this protocol reads it.
-        self.transport: asyncio.Transport = conn._writer.transport
-        self.transport.set_protocol(self)
-
-    def send(self, batch: list[_Sent], deadline: float) -> None:
-        encoder, out, sent = self.encoder, [], []
-        for item in batch:
-            # A caller gone before it was sent: dropped, unless someone waits on its outcome.
-            if item.future.done() and item.orphan is None:
-                continue
-            try:
-                out.append(pack_one(item.args, encoder))
-            except Exception as exc:  # a value redis-py would not encode: that caller alone
-                item.fail(exc)
-                continue
-            sent.append(item)
-        if not sent:
-            return
-        self.pending.extend(sent)
-        self.deadlines.append((deadline, sent[-1]))
-        try:
-            self.transport.write(b"".join(out))
-        except Exception as exc:  # a transport closed under it: as a connection lost
-            self.close(ConnectionError(f"Connection to the store lost: {exc}."))
-            return
-        if self.watch is None:
-            self.watch = self.loop.call_at(deadline, self._check)
-
-    def data_received(self, data: bytes) -> None:
-        reader, pending, answer = self.reader, self.pending, self.owner.answer
-        reader.feed(data)
-        while True:
-            try:
-                reply = reader.gets()
-            except Exception as exc:  # not RESP: nothing more on it can be trusted
-                self.close(ConnectionError(f"Unreadable reply from the store: {exc}"))
-                return
-            if reply is _MORE:
-                return
-            if _PUSH is not None and isinstance(reply, _PUSH):
-                continue  # RESP3 pushes answer no command
-            if not pending:
-                self.close(ConnectionError("A reply from the store that no command asked for."))
-                return
-            item = pending.popleft()
-            deadlines = self.deadlines
-            if deadlines and deadlines[0][1] is item:
-                deadlines.popleft()
-            answer(item, reply)
-
-    def _check(self) -> None:
-        """At the oldest batch's deadline: overdue, or watch the next one."""
-        self.watch = None
-        if not self.deadlines:
-            return
-        deadline = self.deadlines[0][0]
-        if deadline <= self.loop.time():
-            # Stuck, not gone: sending its commands again would only wait longer.
-            self.close(TimeoutError("The store did not answer in time."), retry=False)
-        else:
-            self.watch = self.loop.call_at(deadline, self._check)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.close(ConnectionError(f"Connection to the store lost: {exc or 'closed by server'}."))
-
-    def close(self, exc: Exception, retry: bool = True) -> None:
-        if self.watch is not None:
-            self.watch.cancel()
-            self.watch = None
-        self.deadlines.clear()
-        if not self.transport.is_closing():
-            self.transport.abort()
-        self.conn._reader = self.conn._writer = None  # closed here; redis-py must not wait on it
-        self.owner._broken(self, exc, retry)
 
 
 def coalesced(client: Any) -> bool:

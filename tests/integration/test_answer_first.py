@@ -22,7 +22,8 @@ from gateway.metrics import METRICS
 from gateway.mock import MockState
 from gateway.store import open_store
 from gateway.store.accounting import ACCOUNTING, Accounting
-from gateway.store.coalesce import BACKGROUND, BACKGROUND_DELAY_S, _Wire
+from gateway.store.coalesce import BACKGROUND, BACKGROUND_DELAY_S
+from gateway.store.wire import Wire
 from tests.integration.test_budgets import PRICING, A, _keys, _month
 from tests.integration.test_cache import cache_config, chat
 from tests.integration.test_store_coalesce import count_round_trips
@@ -179,12 +180,12 @@ async def test_a_client_gone_while_its_reservation_waits_leaves_nothing_held(
     and the request is settled and logged once, without going upstream."""
     gateway = await _budgeted(make_gateway, redis_url)
     held: list[tuple[Any, bytes]] = []
-    read = _Wire.data_received
+    read = Wire.data_received
 
     def slow_store(wire: Any, data: bytes) -> None:
         held.append((wire, data))
 
-    monkeypatch.setattr(_Wire, "data_received", slow_store)
+    monkeypatch.setattr(Wire, "data_received", slow_store)
     with pytest.raises(TimeoutError):
         await gateway.post(
             "/v1/chat/completions",
@@ -193,7 +194,7 @@ async def test_a_client_gone_while_its_reservation_waits_leaves_nothing_held(
             timeout=aiohttp.ClientTimeout(total=0.3),
         )
     await asyncio.sleep(0.05)  # the connection's close reaches the handler: cancelled
-    monkeypatch.setattr(_Wire, "data_received", read)
+    monkeypatch.setattr(Wire, "data_received", read)
     assert held  # the reservation's reply was on its way when the client left
     for wire, data in held:
         read(wire, data)

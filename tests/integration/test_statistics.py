@@ -14,8 +14,8 @@ from gateway.accounting import local_periods
 from gateway.drain import DRAIN
 from gateway.store import open_store
 from gateway.store.accounting import ACCOUNTING, PREFIX, Accounting, StatFields, StoreUnavailable
-from gateway.store.coalesce import _Wire
 from gateway.store.scripts import Script
+from gateway.store.wire import Wire
 from tests.conftest import KEY_A
 
 Client = TestClient[Any, Any]
@@ -34,13 +34,13 @@ async def test_statistics_of_many_requests_go_in_one_command_and_are_read_fresh(
     gateway = await make_gateway(storage={"url": redis_url})
     accounting = gateway.app[ACCOUNTING]
     sent: list[tuple[Any, ...]] = []
-    send = _Wire.send
+    send = Wire.send
 
-    def recording(self: _Wire, batch: list[Any], deadline: float) -> None:
+    def recording(self: Wire, batch: list[Any], deadline: float) -> None:
         sent.extend(item.args for item in batch)
         send(self, batch, deadline)
 
-    monkeypatch.setattr(_Wire, "send", recording)
+    monkeypatch.setattr(Wire, "send", recording)
     for _ in range(5):
         assert (await gateway.post("/v1/chat/completions", json=CHAT, headers=AUTH)).status == 200
     assert await gateway.app[DRAIN].wait_idle(5)

@@ -1,4 +1,4 @@
-"""The store client coalesces the commands of one event-loop turn into one round trip."""
+"""The store client: commands issued while others are out share one round trip; its connection."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError, NoScriptError, ResponseError
 
 from gateway.store import open_store
-from gateway.store.coalesce import ON_ORPHAN, _Wire
+from gateway.store.coalesce import ON_ORPHAN
 from gateway.store.resp import pack
 from gateway.store.scripts import Script
+from gateway.store.wire import Wire
 
 pytestmark = pytest.mark.redis
 
@@ -23,13 +24,13 @@ def count_round_trips(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     """The commands of every round trip (one write) the coalescer makes: each by its name, a
     script by its SHA."""
     trips: list[list[str]] = []
-    send = _Wire.send
+    send = Wire.send
 
-    def recording(self: _Wire, batch: list[Any], deadline: float) -> None:
+    def recording(self: Wire, batch: list[Any], deadline: float) -> None:
         trips.append([_name(item.args) for item in batch if not item.future.done()])
         send(self, batch, deadline)
 
-    monkeypatch.setattr(_Wire, "send", recording)
+    monkeypatch.setattr(Wire, "send", recording)
     return trips
 
 
