@@ -174,7 +174,8 @@ class Coalescer:
         a batch is out wait for the turn's end and leave together (Nagle's rule): under load
         a round trip still carries the commands of many requests. Behind a 50 ms provider, 16
         clients: a cache miss's median 1 to 3 ms lower, for 4 to 16 % more CPU (more, smaller
-        writes); at 64 clients, where batches form anyway, level to 4 % more."""
+        writes). With the core saturated (no provider latency), where batches form anyway,
+        0 to 4 % more CPU and up to 6 % fewer requests per second."""
         wire = self._wire
         return wire is not None and wire.loop is loop and not wire.pending
 
