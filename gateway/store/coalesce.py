@@ -9,12 +9,11 @@ its own error: nothing is deferred past the current loop turn, so what a request
 unchanged. Commands nobody waits on (a cache write, the request log: see BACKGROUND) wait a
 few milliseconds for company instead.
 
-The batches go over one connection that the client reads and writes itself (gateway.store.wire:
-an asyncio protocol with hiredis's parser): a batch is written as soon as it is ready, even
-while earlier ones wait for their replies, and each reply goes straight from the socket to its
-caller.
-redis-py opens the connection (address, TLS, AUTH, SELECT) and runs every command that must
-not share it (see _ALONE).
+The batches go over one connection that the client reads and writes itself (an asyncio
+protocol with hiredis's parser: gateway.store.wire): a batch is written as soon as it is
+ready, even while earlier ones wait for their replies, and each reply goes straight from the
+socket to its caller. redis-py opens the connection (address, TLS, AUTH, SELECT) and runs
+every command that must not share it (see _ALONE).
 """
 
 from __future__ import annotations

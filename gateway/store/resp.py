@@ -26,7 +26,7 @@ def pack_one(command: tuple[Any, ...], encoder: Any) -> bytes:
     first = command[0]
     if (isinstance(first, str) and " " in first) or (isinstance(first, bytes) and b" " in first):
         command = (*first.split(), *command[1:])
-    if _hiredis_pack is not None and (encoder.encoding, encoder.encoding_errors) == _UTF8:
+    if (encoder.encoding, encoder.encoding_errors) == _UTF8:
         try:
             return _hiredis_pack(command)
         except TypeError:  # a type it does not pack (memoryview, bool): as redis-py does
