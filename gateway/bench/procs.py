@@ -34,6 +34,12 @@ class Cpus:
     workers: frozenset[int] | None
     note: str
 
+    def for_workers(self) -> frozenset[int] | None:
+        """Where `--workers 2` runs: a CPU each where there are two to spare; else both on the
+        proxy's one (what the second costs there is measured, not its speed-up); else
+        anywhere."""
+        return self.workers or self.proxy
+
 
 def choose_cpus(available: Sequence[int], pin: bool) -> Cpus:
     """The first CPU for the load, the second for the proxy; more CPUs go to workers."""

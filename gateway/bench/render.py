@@ -148,11 +148,18 @@ def _workers(report: Report) -> list[str]:
     if report.workers_note:
         lines += [report.workers_note, ""]
     rows = [
-        [str(w.workers), _n(w.rps), _n(w.p50_ms, 2), _n(w.p99_ms, 2), _n(w.proxy_cpu_us)]
+        [
+            str(w.round + 1),
+            str(w.workers),
+            _n(w.rps),
+            _n(w.p50_ms, 2),
+            _n(w.p99_ms, 2),
+            _n(w.proxy_cpu_us),
+        ]
         for w in report.workers
     ]
     if rows:
-        header = ["Workers", "Req/s", "p50 ms", "p99 ms", "CPU µs/req (all workers)"]
+        header = ["Round", "Workers", "Req/s", "p50 ms", "p99 ms", "CPU µs/req (all workers)"]
         lines += _table(header, rows)
     return lines
 

@@ -106,6 +106,7 @@ class WorkersResult:
     p99_ms: float
     proxy_cpu_us: float | None
     errors: int
+    round: int = 0  # 1 and 2 workers take turns, as many rounds as `--rounds`
 
 
 @dataclass(slots=True)
@@ -122,8 +123,10 @@ class Report:
     soak: SoakResult | None = None
     workers: list[WorkersResult] = field(default_factory=list)
     workers_note: str = ""
-    # Whether the workers had cores of their own; without, their scaling says little.
-    workers_pinned: bool = False
+    # How many CPUs the workers were pinned to: 2, a core each (their scaling is measured);
+    # 1, one CPU shared (what a second worker costs there is measured, not its speed-up);
+    # 0, not pinned (sharing the cores with the load, their figures say little).
+    workers_cpus: int = 0
     notes: list[str] = field(default_factory=list)
 
 

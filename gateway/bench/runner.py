@@ -232,31 +232,28 @@ class Run:
         return out
 
     def _workers(self, report: Report) -> None:
-        """`gateway serve --workers N`, 1 then 2, when the command offers it."""
+        """`gateway serve --workers N`, 1 then 2, in turns, when the command offers it. On a
+        core each where the machine has two to spare beside the load's; else both on the
+        proxy's one CPU: what the second worker costs there is measured, not its speed-up."""
         if not self.options.workers:
             report.workers_note = "not run (--no-workers)"
             return
         if not help_mentions("--workers"):
             report.workers_note = "pending: `gateway serve` has no --workers option yet"
             return
-        cpus = self.cpus.workers
-        where = "pinned to CPUs " + ",".join(map(str, sorted(cpus))) if cpus else "unpinned"
-        report.workers_pinned = cpus is not None
-        report.workers_note = f"cache misses, 0 ms provider, c64, workers {where}" + (
-            ""
-            if cpus
-            else ": this machine has no two CPUs to spare beside the load's (it would need "
-            "three), so two workers share both cores with wrk and the mock"
-        )
+        cpus = self.cpus.for_workers()
+        report.workers_cpus = len(cpus) if cpus else 0
+        report.workers_note = "cache misses, 0 ms provider, c64, " + _placement(cpus)
         self.stack.start_mock()
         try:
-            for n in (1, 2):
-                report.workers.append(self._workers_run(n, cpus))
+            for round_ in range(max(1, self.options.rounds)):
+                for n in (1, 2):
+                    report.workers.append(self._workers_run(n, cpus, round_))
         finally:
             self.stack.stop_all()
 
-    def _workers_run(self, n: int, cpus: frozenset[int] | None) -> WorkersResult:
-        self.say(f"workers: {n}")
+    def _workers_run(self, n: int, cpus: frozenset[int] | None, round_: int) -> WorkersResult:
+        self.say(f"workers: {n} #{round_ + 1}")
         proc = self.stack.start_gateway(f"gateway-{n}w", ["--workers", str(n)], cpus)
         try:
             self._wrk("gateway-miss", 0, 16, self.options.warmup_s)
@@ -266,7 +263,23 @@ class Run:
         finally:
             self.stack.stop(f"gateway-{n}w")
         per = self._per_request(r.requests, before, after)
-        return WorkersResult(n, r.rps, r.p50_ms, r.p99_ms, per("proxy"), r.errors)
+        return WorkersResult(n, r.rps, r.p50_ms, r.p99_ms, per("proxy"), r.errors, round_)
+
+
+def _placement(cpus: frozenset[int] | None) -> str:
+    if cpus is None:
+        return (
+            "workers unpinned: this machine has no CPU to spare beside the load's, so the "
+            "workers share the cores with wrk and the mock"
+        )
+    where = ",".join(map(str, sorted(cpus)))
+    if len(cpus) >= 2:
+        return f"workers pinned to CPUs {where}"
+    return (
+        f"both workers pinned to CPU {where}: this machine has no two CPUs to spare beside the "
+        "load's (it would need three), so what a second worker costs on the same CPU is "
+        "measured, not its speed-up"
+    )
 
 
 def redis_version(url: str) -> str:

@@ -144,6 +144,12 @@ def test_choose_cpus_gives_the_load_the_first_cpu_and_the_proxy_the_second() -> 
 
 def test_choose_cpus_gives_workers_two_cpus_when_there_are_three() -> None:
     assert choose_cpus([0, 1, 2, 3], pin=True).workers == frozenset({1, 2})
+    assert choose_cpus([0, 1, 2, 3], pin=True).for_workers() == frozenset({1, 2})
+
+
+def test_with_two_cpus_both_workers_share_the_proxys_and_unpinned_they_go_anywhere() -> None:
+    assert choose_cpus([0, 1], pin=True).for_workers() == frozenset({1})
+    assert choose_cpus([0, 1], pin=False).for_workers() is None
 
 
 def _affinities(pid: int) -> dict[int, set[int]]:

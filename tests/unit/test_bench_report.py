@@ -185,7 +185,7 @@ def test_workers_scaling_and_a_soak_that_grows() -> None:
         WorkersResult(2, 1900.0, 6.0, 15.0, 520.0, 0),
     ]
     report.workers_note = "pinned"
-    report.workers_pinned = True
+    report.workers_cpus = 2
     report.soak = SoakResult(100.0, 2000.0, 0, [(0.0, 70.0), (10.0, 72.0), (100.0, 90.0)])
     verdicts = {c.name: c.verdict for c in check_targets(report)}
     assert verdicts["--workers 2 scaling"] == "met"
@@ -201,6 +201,40 @@ def test_workers_sharing_cores_with_the_load_are_not_judged() -> None:
     ]
     verdicts = {c.name: c.verdict for c in check_targets(report)}
     assert verdicts["--workers 2 scaling"] == "not measurable on this machine"
+
+
+def test_workers_on_a_core_each_are_judged_by_the_median_rounds_speed_up() -> None:
+    report = sample_report()
+    report.workers_cpus = 2
+    report.workers = [
+        WorkersResult(1, 1000.0, 10.0, 20.0, 500.0, 0, 0),
+        WorkersResult(2, 1500.0, 6.0, 15.0, 520.0, 0, 0),  # 1.5x
+        WorkersResult(1, 800.0, 10.0, 20.0, 500.0, 0, 1),
+        WorkersResult(2, 1520.0, 6.0, 15.0, 520.0, 0, 1),  # 1.9x
+        WorkersResult(1, 1000.0, 10.0, 20.0, 500.0, 0, 2),
+        WorkersResult(2, 1950.0, 6.0, 15.0, 520.0, 0, 2),  # 1.95x
+    ]
+    check = {c.name: c for c in check_targets(report)}["--workers 2 scaling"]
+    assert check.verdict == "met"
+    assert check.measured.startswith("1.90x")
+
+
+def test_two_workers_on_one_cpu_show_their_cost_and_are_not_judged() -> None:
+    report = sample_report()
+    report.workers_cpus = 1
+    report.workers = [
+        WorkersResult(1, 1000.0, 10.0, 20.0, 500.0, 0, 0),
+        WorkersResult(2, 990.0, 10.0, 20.0, 510.0, 0, 0),  # 1.02x the CPU per request
+        WorkersResult(1, 1000.0, 10.0, 20.0, 600.0, 0, 1),
+        WorkersResult(2, 990.0, 10.0, 20.0, 900.0, 0, 1),  # a disturbed round: 1.5x
+        WorkersResult(1, 1000.0, 10.0, 20.0, 500.0, 0, 2),
+        WorkersResult(2, 990.0, 10.0, 20.0, 520.0, 0, 2),  # 1.04x
+    ]
+    check = {c.name: c for c in check_targets(report)}["--workers 2 scaling"]
+    assert check.verdict == "not measurable on this machine"
+    assert check.measured.startswith("two workers sharing one CPU cost 1.04x one worker's")
+    assert "(520 against 500 µs)" in check.measured
+    assert "| Round | Workers | Req/s |" in markdown(report)
 
 
 def test_nothing_measured_says_so() -> None:
