@@ -243,7 +243,7 @@ class Run:
             return
         cpus = self.cpus.for_workers()
         report.workers_cpus = len(cpus) if cpus else 0
-        report.workers_note = "cache misses, 0 ms provider, c64, " + _placement(cpus)
+        report.workers_note = "cache misses, 0 ms provider, c64, " + _placement(cpus, self.cpus)
         self.stack.start_mock()
         try:
             for round_ in range(max(1, self.options.rounds)):
@@ -266,12 +266,9 @@ class Run:
         return WorkersResult(n, r.rps, r.p50_ms, r.p99_ms, per("proxy"), r.errors, round_)
 
 
-def _placement(cpus: frozenset[int] | None) -> str:
+def _placement(cpus: frozenset[int] | None, machine: Cpus) -> str:
     if cpus is None:
-        return (
-            "workers unpinned: this machine has no CPU to spare beside the load's, so the "
-            "workers share the cores with wrk and the mock"
-        )
+        return f"workers {machine.note}: they share the cores with wrk and the mock"
     where = ",".join(map(str, sorted(cpus)))
     if len(cpus) >= 2:
         return f"workers pinned to CPUs {where}"

@@ -107,7 +107,11 @@ def _workers(report: Report) -> Check:
         return Check(name, target, report.workers_note or "-", "pending")
     unjudged = "not measurable on this machine"
     if report.workers_cpus == 1:
-        cpus = [c for c in (_cpus(one, two) for one, two in pairs) if c is not None]
+        cpus = [
+            (one.proxy_cpu_us, two.proxy_cpu_us)
+            for one, two in pairs
+            if one.proxy_cpu_us and two.proxy_cpu_us
+        ]
         if not cpus:
             return Check(name, target, report.workers_note, unjudged)
         cost = statistics.median(two_us / one_us for one_us, two_us in cpus)
@@ -131,13 +135,6 @@ def _worker_pairs(report: Report) -> list[tuple[WorkersResult, WorkersResult]]:
     rounds = sorted({w.round for w in report.workers})
     pairs = [(by.get((r, 1)), by.get((r, 2))) for r in rounds]
     return [(one, two) for one, two in pairs if one and two and one.rps]
-
-
-def _cpus(one: WorkersResult, two: WorkersResult) -> tuple[float, float] | None:
-    """CPU µs per request of one worker and of two, where both were measured."""
-    if not one.proxy_cpu_us or not two.proxy_cpu_us:
-        return None
-    return one.proxy_cpu_us, two.proxy_cpu_us
 
 
 def _memory(report: Report) -> Check:

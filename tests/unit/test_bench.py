@@ -25,6 +25,7 @@ from gateway.bench.procs import (
     parse_status_kib,
 )
 from gateway.bench.results import cpu_us_per_request
+from gateway.bench.runner import _placement
 from gateway.bench.ttft import percentile, summary
 from gateway.bench.wrk import parse_wrk, script_path, wrk_argv, wrk_rps
 
@@ -150,6 +151,15 @@ def test_choose_cpus_gives_workers_two_cpus_when_there_are_three() -> None:
 def test_with_two_cpus_both_workers_share_the_proxys_and_unpinned_they_go_anywhere() -> None:
     assert choose_cpus([0, 1], pin=True).for_workers() == frozenset({1})
     assert choose_cpus([0, 1], pin=False).for_workers() is None
+
+
+def test_the_workers_note_says_where_they_ran_and_why() -> None:
+    unpinned = choose_cpus([0, 1], pin=False)
+    assert _placement(None, unpinned).startswith("workers not pinned (2 CPUs available)")
+    shared = choose_cpus([0, 1], pin=True)
+    assert _placement(shared.for_workers(), shared).startswith("both workers pinned to CPU 1:")
+    own = choose_cpus([0, 1, 2], pin=True)
+    assert _placement(own.for_workers(), own) == "workers pinned to CPUs 1,2"
 
 
 def _affinities(pid: int) -> dict[int, set[int]]:
