@@ -55,7 +55,9 @@ NOTES = [
     "Rounds: the proxies take turns, phase after phase, as many rounds as `--rounds`; each "
     "row gives the median of its runs (CPU range: the lowest and the highest), and `vs "
     "forwarder` the median of each round's ratio (the gateway's CPU over the forwarder's of "
-    "the same round, measured seconds apart). `direct` gives its best run, the baseline.",
+    "the same round, measured seconds apart). `direct` gives its best run, the baseline. "
+    "Streams take turns the same way (p50 range: the lowest and the highest of the runs' "
+    "times to first token).",
     "Proxy/load core %: how busy each core was; a load core near 100 % means the proxy was not "
     "the bottleneck, and its CPU µs/req is then the figure to compare.",
     "Unattributed CPU %: busy time on all cores that no process of the run was charged for "

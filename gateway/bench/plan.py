@@ -26,8 +26,9 @@ class Options:
     latencies_ms: tuple[int, ...] = (0, 50)
     stream_connections: int = 16
     stream_duration_s: float = 10.0
-    # Each proxy phase runs this many times, the targets taking turns, and the report gives
-    # the median: a machine whose speed drifts over minutes then moves every target alike.
+    # Each proxy phase (wrk's and the streaming client's) runs this many times, the targets
+    # taking turns, and the report gives the median: a machine whose speed drifts over
+    # minutes then moves every target alike, and one disturbed run does not decide a target.
     rounds: int = 3
     soak_s: float = 0.0
     workers: bool = True
@@ -68,6 +69,11 @@ class StreamPhase:
     target: StreamTarget
     latency_ms: int
     connections: int
+    round: int = 0  # which of the repeated runs (see Options.rounds)
+
+    @property
+    def name(self) -> str:
+        return f"{self.target} {self.latency_ms}ms c{self.connections} #{self.round + 1}"
 
 
 def wrk_phases(options: Options) -> list[Phase]:
@@ -93,9 +99,15 @@ def wrk_phases(options: Options) -> list[Phase]:
 
 
 def stream_phases(options: Options) -> list[StreamPhase]:
-    """As `wrk_phases`: `direct` before and after the proxies at each latency."""
-    return [
-        StreamPhase(target, latency, options.stream_connections)
-        for latency in options.latencies_ms
-        for target in (*STREAM_TARGETS, "direct")
-    ]
+    """As `wrk_phases`: at each latency, `direct` before and after the proxies, which take
+    turns for `rounds` rounds."""
+    phases: list[StreamPhase] = []
+    connections = options.stream_connections
+    proxies = [t for t in STREAM_TARGETS if t != "direct"]
+    for latency in options.latencies_ms:
+        phases.append(StreamPhase("direct", latency, connections))
+        for round_ in range(max(1, options.rounds)):
+            for target in proxies:
+                phases.append(StreamPhase(target, latency, connections, round_))
+        phases.append(StreamPhase("direct", latency, connections, 1))
+    return phases

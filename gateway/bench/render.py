@@ -19,8 +19,8 @@ def _n(value: float | None, digits: int = 0, sign: bool = False) -> str:
     return f"+{text}" if sign and value >= 0 else text
 
 
-def _range(span: tuple[float, float] | None) -> str:
-    return "-" if span is None else f"{span[0]:,.0f} to {span[1]:,.0f}"
+def _range(span: tuple[float, float] | None, digits: int = 0) -> str:
+    return "-" if span is None else f"{span[0]:,.{digits}f} to {span[1]:,.{digits}f}"
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -101,8 +101,8 @@ def _phases(report: Report) -> list[str]:
 
 
 def _streams(report: Report) -> list[str]:
-    header = ["Target", "Provider", "Conns", "Streams", "TTFT p50 ms", "TTFT p99 ms"]
-    header += ["Added p50", "Added p99", "Proxy CPU µs/req", "Errors"]
+    header = ["Target", "Provider", "Conns", "Streams", "TTFT p50 ms", "p50 range"]
+    header += ["TTFT p99 ms", "Added p50", "Added p99", "Proxy CPU µs/req", "Errors"]
     rows = [
         [
             s.target,
@@ -110,6 +110,7 @@ def _streams(report: Report) -> list[str]:
             str(s.connections),
             str(s.requests),
             _n(s.ttft_p50_ms, 2),
+            _range(s.ttft_p50_range, 2),
             _n(s.ttft_p99_ms, 2),
             _n(s.added_ttft_p50_ms, 2, sign=True),
             _n(s.added_ttft_p99_ms, 2, sign=True),
@@ -118,7 +119,11 @@ def _streams(report: Report) -> list[str]:
         ]
         for s in report.streams
     ]
-    return ["### Streaming: time to first token", "", *_table(header, rows)]
+    lines = ["### Streaming: time to first token", ""]
+    runs = max((s.runs for s in report.streams if s.target != "direct"), default=1)
+    if runs > 1:
+        lines += [f"Each proxy row is the median of {runs} runs (see the notes).", ""]
+    return lines + _table(header, rows)
 
 
 def _memory(report: Report) -> list[str]:

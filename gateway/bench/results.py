@@ -64,8 +64,13 @@ class StreamResult:
     ttft_p50_ms: float | None
     ttft_p99_ms: float | None
     proxy_cpu_us: float | None
+    round: int = 0  # which run of its target (see Options.rounds)
     added_ttft_p50_ms: float | None = None
     added_ttft_p99_ms: float | None = None
+    # Filled by `summarize_streams`: how many runs the row sums up, and the lowest and the
+    # highest of their p50s.
+    runs: int = 1
+    ttft_p50_range: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +123,8 @@ class Report:
     options: dict[str, Any]
     phases: list[PhaseResult] = field(default_factory=list)  # one row per target (medians)
     runs: list[PhaseResult] = field(default_factory=list)  # every wrk run, in order
-    streams: list[StreamResult] = field(default_factory=list)
+    streams: list[StreamResult] = field(default_factory=list)  # one row per target (medians)
+    stream_runs: list[StreamResult] = field(default_factory=list)  # every streaming run
     memory: list[MemoryResult] = field(default_factory=list)
     soak: SoakResult | None = None
     workers: list[WorkersResult] = field(default_factory=list)
@@ -222,6 +228,40 @@ def derive_streams(streams: list[StreamResult]) -> list[StreamResult]:
             )
         )
     return out
+
+
+def summarize_streams(runs: list[StreamResult]) -> list[StreamResult]:
+    """As `summarize`: one row per target and latency, the median of its runs (`direct`: its
+    best p50 and its best p99, the baseline), streams and errors summed."""
+    groups: dict[tuple[str, int], list[StreamResult]] = {}
+    for run in runs:
+        groups.setdefault((run.target, run.latency_ms), []).append(run)
+    return [_stream_summary(group) for group in groups.values()]
+
+
+def _stream_summary(group: list[StreamResult]) -> StreamResult:
+    first = group[0]
+    best = first.target == "direct"
+    p50s = [r.ttft_p50_ms for r in group if r.ttft_p50_ms is not None]
+
+    def med(name: str) -> Any:
+        values = [getattr(r, name) for r in group if getattr(r, name) is not None]
+        if not values:
+            return None
+        return min(values) if best else round(statistics.median(values), 3)
+
+    return replace(
+        first,
+        requests=sum(r.requests for r in group),
+        errors=sum(r.errors for r in group),
+        ttft_p50_ms=med("ttft_p50_ms"),
+        ttft_p99_ms=med("ttft_p99_ms"),
+        proxy_cpu_us=med("proxy_cpu_us"),
+        added_ttft_p50_ms=med("added_ttft_p50_ms"),
+        added_ttft_p99_ms=med("added_ttft_p99_ms"),
+        runs=len(group),
+        ttft_p50_range=(min(p50s), max(p50s)) if len(p50s) > 1 and not best else None,
+    )
 
 
 Baseline = tuple[float | None, float | None]  # the best p50 and the best p99, in ms

@@ -23,6 +23,7 @@ from gateway.bench.results import (
     derive,
     derive_streams,
     summarize,
+    summarize_streams,
 )
 from gateway.bench.soak import soak
 from gateway.bench.stack import PATH, Stack, chat_load, help_mentions
@@ -87,7 +88,9 @@ class Run:
             self._warm_up()
             report.runs = derive([self._phase(p) for p in wrk_phases(self.options)])
             report.phases = summarize(report.runs)
-            report.streams = derive_streams([self._stream(s) for s in stream_phases(self.options)])
+            streams = [self._stream(s) for s in stream_phases(self.options)]
+            report.stream_runs = derive_streams(streams)
+            report.streams = summarize_streams(report.stream_runs)
             if self.options.soak_s > 0:
                 self.say(f"soak: {self.options.soak_s:g} s")
                 report.soak = soak(self, self.options.soak_s)
@@ -199,7 +202,7 @@ class Run:
         return round(calls / requests, 2)
 
     def _stream(self, phase: StreamPhase) -> StreamResult:
-        self.say(f"streaming: {phase.target} {phase.latency_ms}ms c{phase.connections}")
+        self.say(f"streaming: {phase.name}")
         proxy, mock = self.proxy_for(phase.target), self.stack.procs["mock"]
         duration = self.options.stream_duration_s
         argv = ttft.command(
@@ -222,6 +225,7 @@ class Run:
             ttft_p50_ms=s["ttft_p50_ms"],
             ttft_p99_ms=s["ttft_p99_ms"],
             proxy_cpu_us=per("proxy") if proxy is not None else None,
+            round=phase.round,
         )
 
     def _memory(self, idle: dict[str, int]) -> list[MemoryResult]:

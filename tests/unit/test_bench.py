@@ -242,18 +242,24 @@ def test_a_round_count_below_one_is_an_argument_error() -> None:
     assert options_from(["--rounds", "5"]).rounds == 5
 
 
-def test_stream_phases_compare_every_target_at_each_latency() -> None:
-    phases = stream_phases(Options(latencies_ms=(0, 50), stream_connections=16))
-    assert [(s.target, s.latency_ms) for s in phases] == [
-        ("direct", 0),
-        ("forwarder", 0),
-        ("gateway", 0),
-        ("direct", 0),
-        ("direct", 50),
-        ("forwarder", 50),
-        ("gateway", 50),
-        ("direct", 50),
+def test_stream_phases_compare_every_target_at_each_latency_taking_turns() -> None:
+    phases = stream_phases(Options(latencies_ms=(0, 50), stream_connections=16, rounds=2))
+    assert [(s.target, s.latency_ms, s.round) for s in phases] == [
+        ("direct", 0, 0),
+        ("forwarder", 0, 0),
+        ("gateway", 0, 0),
+        ("forwarder", 0, 1),
+        ("gateway", 0, 1),
+        ("direct", 0, 1),
+        ("direct", 50, 0),
+        ("forwarder", 50, 0),
+        ("gateway", 50, 0),
+        ("forwarder", 50, 1),
+        ("gateway", 50, 1),
+        ("direct", 50, 1),
     ]
+    assert {s.connections for s in phases} == {16}
+    assert len(stream_phases(QUICK)) == 2 * 4  # one round: direct, forwarder, gateway, direct
 
 
 def test_options_default_to_the_documented_full_run() -> None:

@@ -17,6 +17,7 @@ from gateway.bench.results import (
     derive,
     derive_streams,
     summarize,
+    summarize_streams,
 )
 from gateway.bench.targets import check_targets
 
@@ -134,6 +135,42 @@ def test_one_round_summarises_to_its_own_run() -> None:
     assert [(r.target, r.latency_ms) for r in rows] == [(r.target, r.latency_ms) for r in runs]
     miss = next(r for r in rows if r.target == "gateway-miss" and r.latency_ms == 0)
     assert (miss.proxy_cpu_us, miss.proxy_cpu_range, miss.cpu_vs_forwarder) == (500.0, None, 2.5)
+
+
+def test_one_disturbed_streaming_run_does_not_decide_the_first_token_target() -> None:
+    runs = derive_streams(
+        [
+            StreamResult("direct", 50, 16, 500, 0, 51.0, 55.0, None),
+            StreamResult("forwarder", 50, 16, 490, 0, 51.6, 56.0, 300.0, round=0),
+            StreamResult("gateway", 50, 16, 480, 0, 52.2, 58.0, 800.0, round=0),
+            StreamResult("forwarder", 50, 16, 490, 0, 51.5, 56.5, 310.0, round=1),
+            StreamResult("gateway", 50, 16, 400, 1, 63.9, 90.0, 900.0, round=1),  # disturbed
+            StreamResult("forwarder", 50, 16, 490, 0, 51.7, 57.0, 305.0, round=2),
+            StreamResult("gateway", 50, 16, 480, 0, 52.4, 59.0, 810.0, round=2),
+            StreamResult("direct", 50, 16, 500, 0, 51.4, 54.0, None, round=1),
+        ]
+    )
+    assert [s.added_ttft_p50_ms for s in runs if s.target == "gateway"] == [1.2, 12.9, 1.4]
+    rows = summarize_streams(runs)
+    assert [s.target for s in rows] == ["direct", "forwarder", "gateway"]
+    direct, _, gateway = rows
+    assert (direct.runs, direct.ttft_p50_ms, direct.ttft_p99_ms) == (2, 51.0, 54.0)
+    assert (gateway.runs, gateway.requests, gateway.errors) == (3, 1360, 1)
+    assert (gateway.ttft_p50_ms, gateway.added_ttft_p50_ms, gateway.added_ttft_p99_ms) == (
+        52.4,
+        1.4,
+        5.0,
+    )
+    assert (gateway.proxy_cpu_us, gateway.ttft_p50_range) == (810.0, (52.2, 63.9))
+    report = replace(sample_report(), streams=rows, stream_runs=runs)
+    ttft = next(c for c in check_targets(report) if c.name == "Streaming time to first token")
+    assert (ttft.measured, ttft.verdict) == ("+1.40 ms p50 (50 ms provider, c16)", "met")
+    text = markdown(report)
+    streaming = text[text.index("### Streaming") : text.index("### Memory")]
+    assert "Each proxy row is the median of 3 runs" in streaming
+    row = next(line for line in streaming.splitlines() if line.startswith("| gateway |"))
+    assert "| 52.40 | 52.20 to 63.90 | 59.00 | +1.40 | +5.00 | 810 | 1 |" in row
+    assert len(orjson.loads(to_json(report))["stream_runs"]) == 8
 
 
 def test_cache_hits_compare_with_direct_and_forwarder_at_zero_latency() -> None:
