@@ -91,19 +91,25 @@ async def relay_stream(
     idle = route.idle_timeout_s
     chunk = first
     try:
-        while chunk:
-            reader.feed(chunk)
-            if ctx.capture_stream:
-                ctx.captured.append(chunk)
-            if ctx.stream_filter is not None:
-                chunk = ctx.stream_filter(ctx, chunk)
-            if chunk:
-                await response.write(chunk)
-                if first:  # once the first byte is out, other streams' first bytes go next
-                    first = b""
-                    await asyncio.sleep(0)
-            async with asyncio.timeout(idle):
-                chunk = await upstream.content.readany()
+        async with asyncio.timeout(None) as guard:
+            silence = _Silence(guard, idle)
+            try:
+                while chunk:
+                    reader.feed(chunk)
+                    if ctx.capture_stream:
+                        ctx.captured.append(chunk)
+                    if ctx.stream_filter is not None:
+                        chunk = ctx.stream_filter(ctx, chunk)
+                    if chunk:
+                        await response.write(chunk)
+                        if first:  # once the first byte is out, other streams' go next
+                            first = b""
+                            await asyncio.sleep(0)
+                    silence.since = silence.loop.time()
+                    chunk = await upstream.content.readany()
+                    silence.since = None
+            finally:
+                silence.stop()
     except ConnectionResetError:
         ctx.outcome = "client_disconnected"
         upstream.close()  # the provider sees the disconnect too
@@ -121,6 +127,32 @@ async def relay_stream(
     # bill is settled: as with a buffered answer, a client's next request finds this one
     # settled, and does not wait behind its settlement on a kept-alive connection.
     return response
+
+
+class _Silence:
+    """A stream's idle deadline: `guard` expires once a read has waited `idle` seconds for
+    the provider. One timer, moved on only when it fires, where a timeout around each read
+    made and cancelled one per chunk (a long answer arrives in thousands of them)."""
+
+    __slots__ = ("_guard", "_handle", "_idle", "loop", "since")
+
+    def __init__(self, guard: asyncio.Timeout, idle: float) -> None:
+        self._guard, self._idle = guard, idle
+        self.loop = asyncio.get_running_loop()
+        self.since: float | None = None  # when the read under way began; None between reads
+        self._handle = self.loop.call_at(self.loop.time() + idle, self._check)
+
+    def _check(self) -> None:
+        now, since = self.loop.time(), self.since
+        # A timer may fire up to a millisecond early: what is left of the wait is rounding.
+        if since is not None and now - since >= self._idle - 0.001:
+            self._guard.reschedule(now)  # the read is cancelled; the guard raises TimeoutError
+            return
+        start = now if since is None else since
+        self._handle = self.loop.call_at(start + self._idle, self._check)
+
+    def stop(self) -> None:
+        self._handle.cancel()
 
 
 async def _end_with_error(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 _BOUNDARY = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 
@@ -15,8 +16,17 @@ class SSEParser:
     def __init__(self) -> None:
         self._buffer = b""
 
-    def feed(self, chunk: bytes) -> list[tuple[str, bytes]]:
+    def feed(
+        self, chunk: bytes, wanted: Callable[[bytes], bool] | None = None
+    ) -> list[tuple[str, bytes]]:
+        """With `wanted`: when it says no event in the bytes held so far can matter (it sees
+        them as sent, the incomplete last one included), their complete events are taken
+        without being parsed, and none is returned."""
         buffer = self._buffer + chunk if self._buffer else chunk
+        if wanted is not None and b"\r" not in buffer and not wanted(buffer):
+            cut = buffer.rfind(b"\n\n")
+            self._buffer = buffer if cut < 0 else buffer[cut + 2 :]
+            return []
         events: list[tuple[str, bytes]] = []
         if b"\r" not in buffer:  # the usual stream: events end with a blank line, "\n\n"
             *complete, self._buffer = buffer.split(b"\n\n")  # a tenth of the regex's cost

@@ -21,11 +21,9 @@ class StreamUsageReader(ABC):
     def __init__(self) -> None:
         self._parser = SSEParser()
         self.usage: Usage | None = None
-        self.events = 0
 
     def feed(self, chunk: bytes) -> None:
-        for name, data in self._parser.feed(chunk):
-            self.events += 1
+        for name, data in self._parser.feed(chunk, _may_report_usage):
             # Cheap filter: only events with a usage object are parsed (OpenAI puts
             # `"usage":null` on every chunk but the last once usage is asked for).
             if b"usage" in data and _USAGE_OBJECT.search(data):
@@ -39,6 +37,15 @@ class StreamUsageReader(ABC):
     @abstractmethod
     def on_usage_event(self, name: str, obj: dict[str, Any]) -> None:
         """Update `self.usage` from one parsed event that mentions usage."""
+
+
+def _may_report_usage(sent: bytes) -> bool:
+    """Whether an event among these bytes, as sent, may hold a usage object. Most reads hold
+    none: a token or two, each with `"usage":null` on OpenAI once usage is asked for, and
+    their events need no parsing. Each `"usage"` of an event's data is one of the bytes sent
+    (lines are joined with a line break, which no name holds), and so is what follows it on
+    its line."""
+    return b"usage" in sent and sent.count(b'"usage"') != sent.count(b'"usage":null')
 
 
 class Provider(ABC):

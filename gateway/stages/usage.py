@@ -56,11 +56,15 @@ class StreamTap:
             ctx.stream_events += chunk.count(b"\n\n")
             return chunk
         # Whole events only: an event split across reads waits for its end.
-        self._buffer += chunk
-        cut = self._buffer.rfind(b"\n\n")
+        buffer = self._buffer + chunk if self._buffer else chunk
+        cut = buffer.rfind(b"\n\n")
         if cut < 0:
+            self._buffer = buffer
             return b""
-        complete, self._buffer = self._buffer[: cut + 2], self._buffer[cut + 2 :]
+        complete, self._buffer = buffer[: cut + 2], buffer[cut + 2 :]
+        if b"[]" not in complete:  # no usage chunk among them: one pass over all of them
+            ctx.stream_events += complete.count(b"\n\n")
+            return complete.replace(b',"usage":null', b"")
         kept = []
         for event in complete.split(b"\n\n")[:-1]:
             ctx.stream_events += 1

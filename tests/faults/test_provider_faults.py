@@ -197,3 +197,22 @@ async def test_fault_ends_in_time_logged_billed_and_leaves_nothing_behind(
     assert await _tasks_back_to(tasks)
     assert _open_fds() <= fds + 4  # pooled connections may come and go; none pile up
     assert _contexts() <= contexts  # no request's state outlives it
+
+
+async def test_a_stream_longer_than_the_idle_timeout_is_not_cut_while_its_chunks_keep_coming(
+    gateway: Client,
+) -> None:
+    """The idle timeout counts from the last chunk, not from the start of the stream."""
+    words = " ".join(f"w{i}" for i in range(8))
+    started = time.monotonic()
+    with structlog.testing.capture_logs() as logs:
+        async with asyncio.timeout(10):  # nothing hangs
+            events = await _stream_events(
+                gateway, **{"x-mock-reply": words, "x-mock-chunk-delay-ms": str(IDLE_S * 400)}
+            )
+        lines = await _settled(logs, 1)
+    assert time.monotonic() - started > 2 * IDLE_S  # each gap under it, the whole stream not
+    assert all("error" not in e for e in events)
+    text = "".join(c["delta"].get("content", "") for e in events for c in e["choices"])
+    assert text == words
+    assert (lines[0]["outcome"], lines[0]["status"]) == ("ok", 200)

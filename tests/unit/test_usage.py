@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
+from types import SimpleNamespace
+from typing import cast
+
 from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.config import ProviderConfig
-from gateway.context import Usage
+from gateway.context import RequestContext, Usage
 from gateway.providers import build_provider
 from gateway.sse import SSEParser
+from gateway.stages.usage import StreamTap
 
 OPENAI = build_provider("o", ProviderConfig(kind="openai", base_url="http://x/v1"))
 ANTHROPIC = build_provider("a", ProviderConfig(kind="anthropic", base_url="http://x"))
@@ -62,7 +67,6 @@ def test_openai_stream_usage_from_final_chunk_split_across_reads() -> None:
     for i in range(0, len(stream), 7):  # arbitrary network chunking
         reader.feed(stream[i : i + 7])
     assert reader.usage == Usage(12, 2, 0, 0)
-    assert reader.events == 3
 
 
 def test_anthropic_stream_usage_from_message_start_and_delta() -> None:
@@ -114,3 +118,67 @@ def test_sse_events_do_not_depend_on_how_the_stream_is_cut(
         start = cut
     got += parser.feed(raw[start:])
     assert got == expected
+
+
+def _pieces(raw: bytes, cuts: list[int]) -> list[bytes]:
+    points = [0, *sorted({c for c in cuts if 0 < c < len(raw)}), len(raw)]
+    return [raw[a:b] for a, b in itertools.pairwise(points)]
+
+
+TOKEN = st.text(alphabet="ab []{}:,usage", max_size=8).map(
+    lambda t: b'data: {"choices":[{"delta":{"content":"' + t.encode() + b'"}}],"usage":null}'
+)
+
+
+def _usage_event(prompt: int, completion: int, split: bool) -> bytes:
+    body = b'{"prompt_tokens":%d,"completion_tokens":%d}' % (prompt, completion)
+    if split:  # one JSON object over two data lines, split where the raw bytes hide it
+        return b'data: {"choices":[],"usage"\ndata: :' + body + b"}"
+    return b'data: {"choices":[],"usage":' + body + b"}"
+
+
+@given(
+    tokens=st.lists(TOKEN, max_size=12),
+    reports=st.lists(
+        st.tuples(st.integers(0, 999), st.integers(0, 999), st.booleans()), max_size=2
+    ),
+    comment=st.booleans(),
+    newline=st.sampled_from([b"\n", b"\r\n"]),
+    cuts=st.lists(st.integers(min_value=0, max_value=900), max_size=16),
+)
+def test_stream_usage_does_not_depend_on_how_the_stream_is_cut(
+    tokens: list[bytes],
+    reports: list[tuple[int, int, bool]],
+    comment: bool,
+    newline: bytes,
+    cuts: list[int],
+) -> None:
+    events = [*tokens, *(_usage_event(*r) for r in reports), b"data: [DONE]"]
+    if comment:
+        events.insert(len(events) // 2, b": keep-alive")
+    raw = b"".join(e.replace(b"\n", newline) + newline + newline for e in events)
+    reader = OPENAI.stream_usage_reader()
+    for piece in _pieces(raw, cuts):
+        reader.feed(piece)
+    last = reports[-1] if reports else None
+    assert reader.usage == (Usage(last[0], last[1], 0, 0) if last else None)
+
+
+@given(
+    tokens=st.lists(TOKEN, max_size=12),
+    usage=st.booleans(),
+    cuts=st.lists(st.integers(min_value=0, max_value=900), max_size=16),
+)
+def test_the_usage_chunk_the_gateway_asked_for_is_taken_out_however_the_stream_is_cut(
+    tokens: list[bytes], usage: bool, cuts: list[int]
+) -> None:
+    events = [*tokens, *([_usage_event(5, 7, False)] if usage else []), b"data: [DONE]"]
+    raw = b"".join(e + b"\n\n" for e in events)
+    ctx = SimpleNamespace(stream_events=0)
+    tap = StreamTap(strip=True)
+    out = b"".join(tap(cast(RequestContext, ctx), piece) for piece in _pieces(raw, cuts))
+    expected = b"".join(e.replace(b',"usage":null', b"") + b"\n\n" for e in events)
+    if usage:
+        expected = expected.replace(_usage_event(5, 7, False) + b"\n\n", b"")
+    assert out == expected
+    assert ctx.stream_events == len(events)
