@@ -29,22 +29,23 @@ import redis
 
 import gateway
 from gateway.bench import procs, ttft, wrk
-from gateway.bench.plan import DEFAULT_REDIS_URL
+from gateway.bench.plan import DEFAULT_REDIS_URL, LONG_CHUNK_DELAY_MS, LONG_WORDS
 from gateway.bench.procs import BenchError, Proc
 from gateway.bench.results import cpu_us_per_request
 from gateway.bench.stack import PATH, Stack, chat_load, free_port
 
 NAMES = ("base", "this")
 DEFAULT_PHASES = "hit:64,miss:64,miss:16:50"
-KINDS = ("hit", "miss", "stream")
-PHASE_SHAPE = "hit|miss|stream:CONNECTIONS[:LATENCY_MS]"
+KINDS = ("hit", "miss", "stream", "long")
+PHASE_SHAPE = "hit|miss|stream|long:CONNECTIONS[:LATENCY_MS]"
 
 
 @dataclass(frozen=True, slots=True)
 class Spec:
-    """One phase: cache hits, cache misses or streams; connections; the provider's latency
-    in ms. Streams are driven by `gateway.bench.ttft`, and their p50 and p99 are of the time
-    to the first token."""
+    """One phase: cache hits, cache misses, streams or long streams (LONG_WORDS words, one
+    event every LONG_CHUNK_DELAY_MS); connections; the provider's latency in ms. Streams are
+    driven by `gateway.bench.ttft`, and their p50 and p99 are of the time to the first
+    token."""
 
     kind: str
     connections: int
@@ -205,10 +206,17 @@ class Comparison:
 
     def _run(self, name: str, spec: Spec, seconds: float) -> tuple[int, int, Sample]:
         """One run against `name`: requests, errors, and its figures (CPU left at 0)."""
-        if spec.kind == "stream":
+        if spec.kind in ("stream", "long"):
             url = f"http://127.0.0.1:{self.ports[name]}{PATH}"
+            long = spec.kind == "long"
             argv = ttft.command(
-                url, self.stack.auth("gateway"), spec.connections, spec.latency_ms, seconds
+                url,
+                self.stack.auth("gateway"),
+                spec.connections,
+                spec.latency_ms,
+                seconds,
+                words=LONG_WORDS if long else 0,
+                chunk_delay_ms=LONG_CHUNK_DELAY_MS if long else 0,
             )
             s = ttft.run(argv, seconds)
             requests, p50, p99 = s["requests"], s["ttft_p50_ms"], s["ttft_p99_ms"]

@@ -17,7 +17,13 @@ from aiohttp import web
 UPSTREAM = web.AppKey("upstream", str)
 API_KEY = web.AppKey("api_key", str)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
-_PASSED = ("Content-Type", "x-mock-latency-ms", "x-mock-reply", "x-mock-ttfb-ms")
+_PASSED = (
+    "Content-Type",
+    "x-mock-latency-ms",
+    "x-mock-reply",
+    "x-mock-ttfb-ms",
+    "x-mock-chunk-delay-ms",
+)
 
 
 async def forward(request: web.Request) -> web.StreamResponse:

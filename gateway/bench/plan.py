@@ -11,6 +11,11 @@ WRK_TARGETS: tuple[Target, ...] = ("direct", "forwarder", "gateway-miss", "gatew
 STREAM_TARGETS: tuple[StreamTarget, ...] = ("direct", "forwarder", "gateway")
 
 
+# Long streams: an answer of this many words, one event each, this many ms apart, as a fast
+# model streams its tokens: each arrives in a read of its own, and a proxy pays per read.
+LONG_WORDS = 200
+LONG_CHUNK_DELAY_MS = 5
+
 # The benchmark flushes this database at its start and end: never point it at real data.
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/12"
 
@@ -70,10 +75,13 @@ class StreamPhase:
     latency_ms: int
     connections: int
     round: int = 0  # which of the repeated runs (see Options.rounds)
+    words: int = 0  # the answer's length: 0, the mock's short one; else LONG_WORDS
+    chunk_delay_ms: int = 0
 
     @property
     def name(self) -> str:
-        return f"{self.target} {self.latency_ms}ms c{self.connections} #{self.round + 1}"
+        long = f" {self.words} words" if self.words else ""
+        return f"{self.target} {self.latency_ms}ms c{self.connections}{long} #{self.round + 1}"
 
 
 def wrk_phases(options: Options) -> list[Phase]:
@@ -100,14 +108,17 @@ def wrk_phases(options: Options) -> list[Phase]:
 
 def stream_phases(options: Options) -> list[StreamPhase]:
     """As `wrk_phases`: at each latency, `direct` before and after the proxies, which take
-    turns for `rounds` rounds."""
+    turns for `rounds` rounds. Then long answers (LONG_WORDS words, trickled), at 0 ms: what
+    a stream costs per read."""
+    groups = [(latency, 0, 0) for latency in options.latencies_ms]
+    groups.append((0, LONG_WORDS, LONG_CHUNK_DELAY_MS))
     phases: list[StreamPhase] = []
-    connections = options.stream_connections
+    conns = options.stream_connections
     proxies = [t for t in STREAM_TARGETS if t != "direct"]
-    for latency in options.latencies_ms:
-        phases.append(StreamPhase("direct", latency, connections))
+    for latency, words, delay in groups:
+        phases.append(StreamPhase("direct", latency, conns, 0, words, delay))
         for round_ in range(max(1, options.rounds)):
             for target in proxies:
-                phases.append(StreamPhase(target, latency, connections, round_))
-        phases.append(StreamPhase("direct", latency, connections, 1))
+                phases.append(StreamPhase(target, latency, conns, round_, words, delay))
+        phases.append(StreamPhase("direct", latency, conns, 1, words, delay))
     return phases

@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from gateway.bench.plan import LONG_CHUNK_DELAY_MS
 from gateway.bench.results import Report
 from gateway.bench.targets import check_targets
 
@@ -101,11 +102,13 @@ def _phases(report: Report) -> list[str]:
 
 
 def _streams(report: Report) -> list[str]:
-    header = ["Target", "Provider", "Conns", "Streams", "TTFT p50 ms", "p50 range"]
-    header += ["TTFT p99 ms", "Added p50", "Added p99", "Proxy CPU µs/req", "Errors"]
+    header = ["Target", "Answer", "Provider", "Conns", "Streams", "TTFT p50 ms", "p50 range"]
+    header += ["TTFT p99 ms", "Added p50", "Added p99", "Proxy CPU µs/stream", "vs forwarder"]
+    header += ["Errors"]
     rows = [
         [
             s.target,
+            f"{s.words} words, {LONG_CHUNK_DELAY_MS} ms apart" if s.words else "short",
             f"{s.latency_ms} ms",
             str(s.connections),
             str(s.requests),
@@ -115,6 +118,7 @@ def _streams(report: Report) -> list[str]:
             _n(s.added_ttft_p50_ms, 2, sign=True),
             _n(s.added_ttft_p99_ms, 2, sign=True),
             _n(s.proxy_cpu_us),
+            _n(s.cpu_vs_forwarder, 2),
             str(s.errors),
         ]
         for s in report.streams

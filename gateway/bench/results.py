@@ -65,8 +65,10 @@ class StreamResult:
     ttft_p99_ms: float | None
     proxy_cpu_us: float | None
     round: int = 0  # which run of its target (see Options.rounds)
+    words: int = 0  # the answer's length (0: the mock's short one; see plan.LONG_WORDS)
     added_ttft_p50_ms: float | None = None
     added_ttft_p99_ms: float | None = None
+    cpu_vs_forwarder: float | None = None  # against the forwarder of the same round
     # Filled by `summarize_streams`: how many runs the row sums up, and the lowest and the
     # highest of their p50s.
     runs: int = 1
@@ -211,31 +213,42 @@ def _summary(group: list[PhaseResult]) -> PhaseResult:
 
 
 def derive_streams(streams: list[StreamResult]) -> list[StreamResult]:
+    """As `derive`: added time to first token over `direct` with the same latency and answer
+    (each percentile's best run), and CPU over the forwarder of the same round."""
+    by = {(s.target, s.latency_ms, s.words, s.round): s for s in streams}
     directs = _best_directs(
-        [(s.latency_ms, 0, s.ttft_p50_ms, s.ttft_p99_ms) for s in streams if s.target == "direct"]
+        [
+            (s.latency_ms, s.words, s.ttft_p50_ms, s.ttft_p99_ms)
+            for s in streams
+            if s.target == "direct"
+        ]
     )
     out = []
     for s in streams:
-        direct = directs.get((s.latency_ms, 0))
+        direct = directs.get((s.latency_ms, s.words))
         if s.target == "direct" or direct is None:
             out.append(s)
             continue
+        forwarder = by.get(("forwarder", s.latency_ms, s.words, s.round))
         out.append(
             replace(
                 s,
                 added_ttft_p50_ms=minus(s.ttft_p50_ms, direct[0]),
                 added_ttft_p99_ms=minus(s.ttft_p99_ms, direct[1]),
+                cpu_vs_forwarder=ratio(s.proxy_cpu_us, forwarder.proxy_cpu_us)
+                if forwarder is not None and s.target != "forwarder"
+                else None,
             )
         )
     return out
 
 
 def summarize_streams(runs: list[StreamResult]) -> list[StreamResult]:
-    """As `summarize`: one row per target and latency, the median of its runs (`direct`: its
-    best p50 and its best p99, the baseline), streams and errors summed."""
-    groups: dict[tuple[str, int], list[StreamResult]] = {}
+    """As `summarize`: one row per target, latency and answer, the median of its runs
+    (`direct`: its best p50 and its best p99, the baseline), streams and errors summed."""
+    groups: dict[tuple[str, int, int], list[StreamResult]] = {}
     for run in runs:
-        groups.setdefault((run.target, run.latency_ms), []).append(run)
+        groups.setdefault((run.target, run.latency_ms, run.words), []).append(run)
     return [_stream_summary(group) for group in groups.values()]
 
 
@@ -244,11 +257,11 @@ def _stream_summary(group: list[StreamResult]) -> StreamResult:
     best = first.target == "direct"
     p50s = [r.ttft_p50_ms for r in group if r.ttft_p50_ms is not None]
 
-    def med(name: str) -> Any:
+    def med(name: str, digits: int = 3) -> Any:
         values = [getattr(r, name) for r in group if getattr(r, name) is not None]
         if not values:
             return None
-        return min(values) if best else round(statistics.median(values), 3)
+        return min(values) if best else round(statistics.median(values), digits)
 
     return replace(
         first,
@@ -259,6 +272,7 @@ def _stream_summary(group: list[StreamResult]) -> StreamResult:
         proxy_cpu_us=med("proxy_cpu_us"),
         added_ttft_p50_ms=med("added_ttft_p50_ms"),
         added_ttft_p99_ms=med("added_ttft_p99_ms"),
+        cpu_vs_forwarder=med("cpu_vs_forwarder", 2),
         runs=len(group),
         ttft_p50_range=(min(p50s), max(p50s)) if len(p50s) > 1 and not best else None,
     )
@@ -270,7 +284,8 @@ Baseline = tuple[float | None, float | None]  # the best p50 and the best p99, i
 def _best_directs(
     runs: list[tuple[int, int, float | None, float | None]],
 ) -> dict[tuple[int, int], Baseline]:
-    """(latency, connections) -> the lowest p50 and the lowest p99 of its `direct` runs."""
+    """(latency, connections or words) -> the lowest p50 and the lowest p99 of its `direct`
+    runs."""
     best: dict[tuple[int, int], Baseline] = {}
     for latency, connections, p50, p99 in runs:
         old50, old99 = best.get((latency, connections), (None, None))

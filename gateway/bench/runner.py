@@ -211,6 +211,8 @@ class Run:
             phase.connections,
             phase.latency_ms,
             duration,
+            phase.words,
+            phase.chunk_delay_ms,
         )
         before = self.meters.read(proxy, mock)
         s = ttft.run(argv, duration)
@@ -226,6 +228,7 @@ class Run:
             ttft_p99_ms=s["ttft_p99_ms"],
             proxy_cpu_us=per("proxy") if proxy is not None else None,
             round=phase.round,
+            words=phase.words,
         )
 
     def _memory(self, idle: dict[str, int]) -> list[MemoryResult]:

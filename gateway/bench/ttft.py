@@ -3,18 +3,21 @@
 `python -m gateway.bench.ttft --url URL --auth "Bearer K" --connections 16 --duration 10`
 prints one JSON line: requests, errors, and p50/p90/p99 of the time to the first body chunk
 and of the whole stream, in milliseconds. wrk cannot measure this: it times whole answers.
+`--words N --chunk-delay-ms D` asks the mock for a long answer, N words trickled one event
+every D ms, as a provider streams tokens.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import itertools
 import math
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import aiohttp
@@ -50,13 +53,13 @@ def summary(firsts: Sequence[float], totals: Sequence[float], errors: int) -> di
     }
 
 
-def body(n: int, run_id: str) -> bytes:
-    """A unique prompt each time, so a gateway cache never answers."""
+def body(n: int, run_id: str, words: int = 0) -> bytes:
+    """A unique prompt each time, so a gateway cache never answers; room for `words`."""
     return orjson.dumps(
         {
             "model": "gpt-4o-mini",
             "temperature": 0,
-            "max_tokens": 64,
+            "max_tokens": max(64, words),
             "stream": True,
             "messages": [{"role": "user", "content": f"stream {run_id}-{n}: say something"}],
         }
@@ -69,14 +72,14 @@ async def _client(
     headers: dict[str, str],
     until: float,
     counter: itertools.count[int],
-    run_id: str,
+    make_body: Callable[[int], bytes],
     out: tuple[list[float], list[float], list[int]],
 ) -> None:
     firsts, totals, errors = out
     while time.perf_counter() < until:
         started = time.perf_counter()
         try:
-            async with session.post(url, data=body(next(counter), run_id), headers=headers) as r:
+            async with session.post(url, data=make_body(next(counter)), headers=headers) as r:
                 first = await r.content.readany()
                 first_at = time.perf_counter()
                 async for _ in r.content.iter_any():
@@ -91,31 +94,57 @@ async def _client(
         totals.append(time.perf_counter() - started)
 
 
+def long_reply(words: int) -> str:
+    """An answer of `words` words, which the mock streams one word per event."""
+    return " ".join(f"w{i}" for i in range(words))
+
+
 async def measure(
-    url: str, auth: str, connections: int, duration_s: float, latency_ms: int
+    url: str,
+    auth: str,
+    connections: int,
+    duration_s: float,
+    latency_ms: int,
+    words: int = 0,
+    chunk_delay_ms: int = 0,
 ) -> dict[str, object]:
     headers = {"Authorization": auth, "Content-Type": "application/json"}
     if latency_ms > 0:
         headers["x-mock-latency-ms"] = str(latency_ms)
+    if words > 0:
+        headers["x-mock-reply"] = long_reply(words)
+    if chunk_delay_ms > 0:
+        headers["x-mock-chunk-delay-ms"] = str(chunk_delay_ms)
     out: tuple[list[float], list[float], list[int]] = ([], [], [])
     counter = itertools.count()
     run_id = f"{time.time():.0f}"
+    make_body = functools.partial(body, run_id=run_id, words=words)
     connector = aiohttp.TCPConnector(limit=connections)
     async with aiohttp.ClientSession(connector=connector) as session:
         until = time.perf_counter() + duration_s
         await asyncio.gather(
             *(
-                _client(session, url, headers, until, counter, run_id, out)
+                _client(session, url, headers, until, counter, make_body, out)
                 for _ in range(connections)
             )
         )
     return summary(out[0], out[1], len(out[2]))
 
 
-def command(url: str, auth: str, connections: int, latency_ms: int, duration_s: float) -> list[str]:
+def command(
+    url: str,
+    auth: str,
+    connections: int,
+    latency_ms: int,
+    duration_s: float,
+    words: int = 0,
+    chunk_delay_ms: int = 0,
+) -> list[str]:
     """This client's command line, run with the current interpreter."""
     argv = [sys.executable, "-m", "gateway.bench.ttft", "--url", url, "--auth", auth]
     argv += ["--connections", str(connections), "--latency-ms", str(latency_ms)]
+    if words > 0:
+        argv += ["--words", str(words), "--chunk-delay-ms", str(chunk_delay_ms)]
     return [*argv, "--duration", str(duration_s)]
 
 
@@ -137,11 +166,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--latency-ms", type=int, default=0)
+    parser.add_argument(
+        "--words", type=int, default=0, help="the answer's words, one event each (0: short)"
+    )
+    parser.add_argument("--chunk-delay-ms", type=int, default=0, help="between two events")
     args = parser.parse_args(argv)
     import uvloop
 
     result = uvloop.run(
-        measure(args.url, args.auth, args.connections, args.duration, args.latency_ms)
+        measure(
+            args.url,
+            args.auth,
+            args.connections,
+            args.duration,
+            args.latency_ms,
+            args.words,
+            args.chunk_delay_ms,
+        )
     )
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
 

@@ -13,7 +13,7 @@ import pytest
 from gateway.bench import ttft
 from gateway.bench.cli import options_from
 from gateway.bench.machine import cpu_model
-from gateway.bench.plan import QUICK, Options, stream_phases, wrk_phases
+from gateway.bench.plan import LONG_WORDS, QUICK, Options, stream_phases, wrk_phases
 from gateway.bench.procs import (
     BenchError,
     busy_percent,
@@ -244,6 +244,7 @@ def test_a_round_count_below_one_is_an_argument_error() -> None:
 
 def test_stream_phases_compare_every_target_at_each_latency_taking_turns() -> None:
     phases = stream_phases(Options(latencies_ms=(0, 50), stream_connections=16, rounds=2))
+    assert len(phases) == 18
     assert [(s.target, s.latency_ms, s.round) for s in phases] == [
         ("direct", 0, 0),
         ("forwarder", 0, 0),
@@ -257,9 +258,18 @@ def test_stream_phases_compare_every_target_at_each_latency_taking_turns() -> No
         ("forwarder", 50, 1),
         ("gateway", 50, 1),
         ("direct", 50, 1),
+        ("direct", 0, 0),
+        ("forwarder", 0, 0),
+        ("gateway", 0, 0),
+        ("forwarder", 0, 1),
+        ("gateway", 0, 1),
+        ("direct", 0, 1),
     ]
     assert {s.connections for s in phases} == {16}
-    assert len(stream_phases(QUICK)) == 2 * 4  # one round: direct, forwarder, gateway, direct
+    assert {(s.words, s.chunk_delay_ms) for s in phases[:12]} == {(0, 0)}
+    assert {(s.words, s.chunk_delay_ms) for s in phases[12:]} == {(LONG_WORDS, 5)}
+    assert phases[-2].name == "gateway 0ms c16 200 words #2"
+    assert len(stream_phases(QUICK)) == 3 * 4  # one round: direct, forwarder, gateway, direct
 
 
 def test_options_default_to_the_documented_full_run() -> None:
@@ -331,6 +341,10 @@ def test_the_streaming_client_runs_with_its_options_and_its_summary_is_read() ->
         "--duration",
         "2.5",
     ]
+    long = ttft.command(
+        "http://127.0.0.1:1/v1", "Bearer k", 16, 0, 2.5, words=200, chunk_delay_ms=5
+    )
+    assert long[-6:] == ["--words", "200", "--chunk-delay-ms", "5", "--duration", "2.5"]
     line = '{"requests": 3, "errors": 0, "ttft_p50_ms": 51.5}'
     echo = [sys.executable, "-c", f"print('warming up'); print({line!r})"]
     assert ttft.run(echo, 1.0) == {"requests": 3, "errors": 0, "ttft_p50_ms": 51.5}

@@ -22,10 +22,11 @@ from gateway.bench.procs import BenchError, Proc
 
 
 def test_phases_read_kind_connections_and_latency() -> None:
-    assert parse_phases("hit:64, miss:16:50, stream:16:50") == [
+    assert parse_phases("hit:64, miss:16:50, stream:16:50, long:16") == [
         Spec("hit", 64, 0),
         Spec("miss", 16, 50),
         Spec("stream", 16, 50),
+        Spec("long", 16, 0),
     ]
     assert Spec("miss", 16, 50).name == "miss:16:50"
 

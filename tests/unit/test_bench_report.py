@@ -169,8 +169,44 @@ def test_one_disturbed_streaming_run_does_not_decide_the_first_token_target() ->
     streaming = text[text.index("### Streaming") : text.index("### Memory")]
     assert "Each proxy row is the median of 3 runs" in streaming
     row = next(line for line in streaming.splitlines() if line.startswith("| gateway |"))
-    assert "| 52.40 | 52.20 to 63.90 | 59.00 | +1.40 | +5.00 | 810 | 1 |" in row
+    assert "| short | 50 ms |" in row
+    assert "| 52.40 | 52.20 to 63.90 | 59.00 | +1.40 | +5.00 | 810 | 2.67 | 1 |" in row
     assert len(orjson.loads(to_json(report))["stream_runs"]) == 8
+
+
+def test_long_answers_compare_with_their_own_direct_and_forwarder_and_judge_no_target() -> None:
+    short = [
+        StreamResult("direct", 0, 16, 900, 0, 8.0, 15.0, None),
+        StreamResult("forwarder", 0, 16, 800, 0, 9.0, 20.0, 500.0),
+        StreamResult("gateway", 0, 16, 700, 0, 9.5, 21.0, 1500.0),
+        StreamResult("direct", 0, 16, 900, 0, 8.2, 16.0, None, round=1),
+    ]
+    long = [
+        StreamResult("direct", 0, 16, 300, 0, 3.0, 6.0, None, words=200),
+        StreamResult("forwarder", 0, 16, 290, 0, 3.5, 7.0, 12_000.0, words=200),
+        StreamResult("gateway", 0, 16, 280, 0, 40.0, 60.0, 18_000.0, words=200),
+        StreamResult("direct", 0, 16, 300, 0, 3.1, 6.5, None, round=1, words=200),
+    ]
+    runs = derive_streams(short + long)
+    rows = summarize_streams(runs)
+    assert [(s.target, s.words) for s in rows] == [
+        ("direct", 0),
+        ("forwarder", 0),
+        ("gateway", 0),
+        ("direct", 200),
+        ("forwarder", 200),
+        ("gateway", 200),
+    ]
+    gateway_long = rows[-1]
+    assert (gateway_long.added_ttft_p50_ms, gateway_long.cpu_vs_forwarder) == (37.0, 1.5)
+    assert rows[2].cpu_vs_forwarder == 3.0
+    report = replace(sample_report(), streams=rows, stream_runs=runs)
+    ttft = next(c for c in check_targets(report) if c.name == "Streaming time to first token")
+    assert (ttft.measured, ttft.verdict) == ("+1.50 ms p50 (0 ms provider, c16)", "met")
+    text = markdown(report)
+    row = next(line for line in text.splitlines() if line.startswith("| gateway | 200 words"))
+    assert row.startswith("| gateway | 200 words, 5 ms apart | 0 ms | 16 | 280 | 40.00 |")
+    assert "| 18,000 | 1.50 | 0 |" in row
 
 
 def test_cache_hits_compare_with_direct_and_forwarder_at_zero_latency() -> None:
