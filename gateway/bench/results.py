@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 
 def cpu_us_per_request(ticks: int, clock_ticks: int, requests: int) -> float | None:
@@ -175,10 +176,24 @@ def summarize(runs: list[PhaseResult]) -> list[PhaseResult]:
     """One row per target, latency and connections, in the order first run: the median of
     its runs (of the per-round ratio, too), errors and requests summed. `direct` shows the
     baseline the proxies were measured against: its best p50 and its best p99."""
-    groups: dict[tuple[str, int, int], list[PhaseResult]] = {}
+    return [_summary(g) for g in _grouped(runs, lambda r: (r.target, r.latency_ms, r.connections))]
+
+
+Run = TypeVar("Run", PhaseResult, "StreamResult")
+
+
+def _grouped(runs: list[Run], key: Callable[[Run], tuple[str, int, int]]) -> list[list[Run]]:
+    """`runs` by `key`, in the order of each key's first run."""
+    groups: dict[tuple[str, int, int], list[Run]] = {}
     for run in runs:
-        groups.setdefault((run.target, run.latency_ms, run.connections), []).append(run)
-    return [_summary(group) for group in groups.values()]
+        groups.setdefault(key(run), []).append(run)
+    return list(groups.values())
+
+
+def _median(group: Sequence[PhaseResult | StreamResult], name: str, digits: int = 3) -> Any:
+    """The median of a field over the runs that have it (None when none has)."""
+    values = [getattr(r, name) for r in group if getattr(r, name) is not None]
+    return round(statistics.median(values), digits) if values else None
 
 
 def _summary(group: list[PhaseResult]) -> PhaseResult:
@@ -187,8 +202,7 @@ def _summary(group: list[PhaseResult]) -> PhaseResult:
     best = first.target == "direct"
 
     def med(name: str, digits: int = 3) -> Any:
-        values = [getattr(r, name) for r in group if getattr(r, name) is not None]
-        return round(statistics.median(values), digits) if values else None
+        return _median(group, name, digits)
 
     return replace(
         first,
@@ -246,10 +260,8 @@ def derive_streams(streams: list[StreamResult]) -> list[StreamResult]:
 def summarize_streams(runs: list[StreamResult]) -> list[StreamResult]:
     """As `summarize`: one row per target, latency and answer, the median of its runs
     (`direct`: its best p50 and its best p99, the baseline), streams and errors summed."""
-    groups: dict[tuple[str, int, int], list[StreamResult]] = {}
-    for run in runs:
-        groups.setdefault((run.target, run.latency_ms, run.words), []).append(run)
-    return [_stream_summary(group) for group in groups.values()]
+    groups = _grouped(runs, lambda r: (r.target, r.latency_ms, r.words))
+    return [_stream_summary(group) for group in groups]
 
 
 def _stream_summary(group: list[StreamResult]) -> StreamResult:
@@ -258,10 +270,10 @@ def _stream_summary(group: list[StreamResult]) -> StreamResult:
     p50s = [r.ttft_p50_ms for r in group if r.ttft_p50_ms is not None]
 
     def med(name: str, digits: int = 3) -> Any:
+        if not best:
+            return _median(group, name, digits)
         values = [getattr(r, name) for r in group if getattr(r, name) is not None]
-        if not values:
-            return None
-        return min(values) if best else round(statistics.median(values), digits)
+        return min(values) if values else None
 
     return replace(
         first,
