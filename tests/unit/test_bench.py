@@ -245,25 +245,10 @@ def test_a_round_count_below_one_is_an_argument_error() -> None:
 def test_stream_phases_compare_every_target_at_each_latency_taking_turns() -> None:
     phases = stream_phases(Options(latencies_ms=(0, 50), stream_connections=16, rounds=2))
     assert len(phases) == 18
+    turns = [("direct", 0), ("forwarder", 0), ("gateway", 0), ("forwarder", 1), ("gateway", 1)]
+    turns.append(("direct", 1))
     assert [(s.target, s.latency_ms, s.round) for s in phases] == [
-        ("direct", 0, 0),
-        ("forwarder", 0, 0),
-        ("gateway", 0, 0),
-        ("forwarder", 0, 1),
-        ("gateway", 0, 1),
-        ("direct", 0, 1),
-        ("direct", 50, 0),
-        ("forwarder", 50, 0),
-        ("gateway", 50, 0),
-        ("forwarder", 50, 1),
-        ("gateway", 50, 1),
-        ("direct", 50, 1),
-        ("direct", 0, 0),
-        ("forwarder", 0, 0),
-        ("gateway", 0, 0),
-        ("forwarder", 0, 1),
-        ("gateway", 0, 1),
-        ("direct", 0, 1),
+        (target, latency, round_) for latency in (0, 50, 0) for target, round_ in turns
     ]
     assert {s.connections for s in phases} == {16}
     assert {(s.words, s.chunk_delay_ms) for s in phases[:12]} == {(0, 0)}
