@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,13 +30,20 @@ def runtime() -> Runtime:
 @pytest.fixture
 def restored() -> Iterator[None]:
     """Logging's configuration (structlog's, the root logger's, the direct writer) as it was
-    before the test."""
+    before the test. The gateway's module-level loggers that cached a logger while the
+    test's configuration held (`cache_logger_on_first_use`) forget it: it writes to the
+    test's captured output, closed once the test ends."""
     saved = structlog.get_config()
     handlers, level = logging.root.handlers[:], logging.root.level
     yield
     structlog.configure(**saved)
     logging.root.handlers[:], logging.root.level = handlers, level
     logs._direct = None
+    proxy = type(structlog.get_logger())
+    for module in [m for name, m in sys.modules.items() if name.startswith("gateway")]:
+        for value in vars(module).values():
+            if type(value) is proxy and "bind" in vars(value):
+                del value.bind  # the class's own bind: the logger is built anew on next use
 
 
 def lines(captured: pytest.CaptureFixture[bytes]) -> list[dict[str, Any]]:
