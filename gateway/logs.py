@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
+import io
 import logging
 import math
 import sys
@@ -33,7 +36,7 @@ def configure_logging(config: LoggingConfig) -> None:
     renderer: Any
     if config.format == "json":
         renderer = structlog.processors.JSONRenderer(serializer=orjson.dumps)
-        factory: Any = structlog.BytesLoggerFactory(sys.stdout.buffer)
+        factory: Any = structlog.BytesLoggerFactory(_buffered_stdout())
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=False)
         factory = structlog.PrintLoggerFactory(sys.stdout)
@@ -50,7 +53,30 @@ def configure_logging(config: LoggingConfig) -> None:
     )
     logging.basicConfig(level=_LEVELS[config.level], stream=sys.stderr)
     json_at_info = config.format == "json" and _LEVELS[config.level] <= _LEVELS["info"]
-    _direct = sys.stdout.buffer if json_at_info else None
+    _direct = _buffered_stdout() if json_at_info else None
+
+
+def _buffered_stdout() -> BinaryIO:
+    """stdout's bytes, buffered, so that the lines of one event-loop turn leave in one write.
+    A Python run unbuffered (`-u`, PYTHONUNBUFFERED=1, as in the image) has the raw file
+    there, which writes each line at once: one system call per request. The buffer is made
+    once and flushed at exit; it leaves stdout itself open."""
+    global _stdout
+    stream = sys.stdout.buffer
+    if not isinstance(stream, io.FileIO):
+        return stream  # buffered already (or not a file: a test's capture)
+    if _stdout is None or _stdout.fileno() != stream.fileno():
+        _stdout = io.BufferedWriter(io.FileIO(stream.fileno(), "wb", closefd=False))
+        atexit.register(_flush_quietly, _stdout)
+    return _stdout
+
+
+def _flush_quietly(out: BinaryIO) -> None:
+    with contextlib.suppress(OSError, ValueError):  # stdout closed, or a reader gone
+        out.flush()
+
+
+_stdout: io.BufferedWriter | None = None  # stdout's buffer, when Python left it unbuffered
 
 
 def request_fields(ctx: RequestContext) -> dict[str, Any]:

@@ -40,9 +40,13 @@ class GatewayProcess:
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = log
         command = [sys.executable, "-m", "gateway", "serve", "--config", str(config)]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # as the image runs it
         with log.open("wb") as out:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(
-                [*command, "--port", str(port), *args], stdout=out, stderr=subprocess.STDOUT
+                [*command, "--port", str(port), *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
             )
 
     @property

@@ -9,6 +9,7 @@ import logging
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -38,7 +39,7 @@ def restored() -> Iterator[None]:
     yield
     structlog.configure(**saved)
     logging.root.handlers[:], logging.root.level = handlers, level
-    logs._direct = None
+    logs._direct = logs._stdout = None
     proxy = type(structlog.get_logger())
     for module in [m for name, m in sys.modules.items() if name.startswith("gateway")]:
         for value in vars(module).values():
@@ -124,6 +125,28 @@ async def test_the_lines_of_one_turn_leave_in_one_write_at_its_end(runtime: Runt
     logs.log_request(ctx)  # the next turn's line gets its own write
     await asyncio.sleep(0)
     assert len(raw.writes) == 2
+
+
+@pytest.mark.usefixtures("restored")
+async def test_an_unbuffered_python_still_writes_a_turns_lines_together(
+    runtime: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`python -u` and PYTHONUNBUFFERED=1 (the image sets it) leave stdout's bytes raw: each
+    line would be a system call of its own. The gateway buffers them itself."""
+    path = tmp_path / "stdout"
+    raw = io.FileIO(path, "wb")
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(raw, write_through=True))  # as -u
+    logs.configure_logging(LoggingConfig(format="json", level="info"))
+    ctx = finished(runtime, usage=Usage(input_tokens=12, output_tokens=3), cost_micro=42)
+    logs.log_request(ctx)
+    logs.log_request(ctx)
+    assert path.read_bytes() == b""  # not yet: the turn is not over
+    await asyncio.sleep(0)
+    assert len(path.read_bytes().splitlines()) == 2
+    structlog.get_logger("gateway.test").warning("other")  # other lines: the same buffer
+    assert orjson.loads(path.read_bytes().splitlines()[2])["event"] == "other"
+    assert not raw.closed
+    raw.close()
 
 
 @pytest.mark.usefixtures("restored")
