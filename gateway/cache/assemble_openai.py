@@ -16,6 +16,7 @@ _CHUNK_FIELDS = frozenset(
 )
 _HEAD_FIELDS = ("id", "created", "model", "system_fingerprint", "service_tier")
 _DELTA_FIELDS = frozenset({"role", "content", "refusal", "tool_calls", "function_call"})
+_CHAT_CHOICE_FIELDS = frozenset({"index", "delta", "finish_reason", "logprobs"})
 
 
 def _known(obj: dict[str, Any], allowed: frozenset[str]) -> dict[str, Any]:
@@ -33,7 +34,9 @@ def stream_chunks(events: list[Event]) -> list[dict[str, Any]]:
         chunk = orjson.loads(data)
         if not isinstance(chunk, dict) or chunk.get("error") is not None:
             raise ValueError("an error in the stream")
-        chunks.append(_known(chunk, _CHUNK_FIELDS))
+        if not _CHUNK_FIELDS.issuperset(chunk):
+            _known(chunk, _CHUNK_FIELDS)  # raises, naming the field
+        chunks.append(chunk)
     raise ValueError("the stream ended without [DONE]")
 
 
@@ -129,14 +132,26 @@ def _text(value: Any) -> str:
 
 
 def assemble_chat(events: list[Event]) -> dict[str, Any]:
+    """One pass over the chunks' choices. Most chunks of a long answer carry one piece of
+    text and nothing else: that piece is appended at once, the rest goes through `add`."""
     chunks = stream_chunks(events)
     choices: dict[int, _ChatChoice] = {}
-    allowed = frozenset({"index", "delta", "finish_reason", "logprobs"})
-    for raw in _choice_deltas(chunks, allowed):
-        choice = choices.setdefault(int(raw["index"]), _ChatChoice())
-        choice.add(raw.get("delta") or {})
-        if raw.get("finish_reason") is not None:
-            choice.finish_reason = raw["finish_reason"]
+    for chunk in chunks:
+        for raw in chunk.get("choices") or ():
+            if not _CHAT_CHOICE_FIELDS.issuperset(raw) or raw.get("logprobs") is not None:
+                _choice_deltas([{"choices": [raw]}], _CHAT_CHOICE_FIELDS)  # raises, saying why
+            index = int(raw["index"])
+            choice = choices.get(index)
+            if choice is None:
+                choice = choices[index] = _ChatChoice()
+            delta = raw.get("delta") or {}
+            text = delta.get("content") if type(delta) is dict and len(delta) == 1 else None
+            if type(text) is str and choice.content is not None:
+                choice.content.append(text)
+            else:
+                choice.add(delta)
+            if raw.get("finish_reason") is not None:
+                choice.finish_reason = raw["finish_reason"]
     rendered = [
         {"index": i, "message": c.message(), "logprobs": None, "finish_reason": c.finish_reason}
         for i, c in sorted(choices.items())

@@ -267,5 +267,39 @@ def test_long_streams_are_rebuilt_piece_by_piece_in_both_dialects() -> None:
     assert body["content"] == [{"type": "text", "text": "So: " + "".join(pieces)}]
 
 
+@pytest.mark.parametrize(
+    ("deltas", "message"),
+    [
+        pytest.param(
+            [{"content": "a"}, {"content": "b"}],
+            {"role": "assistant", "content": "ab", "refusal": None},
+            id="text-only-from-the-start",
+        ),
+        pytest.param(
+            [{"role": "assistant", "content": None}, {"content": "a"}, {"content": "b"}],
+            {"role": "assistant", "content": "ab", "refusal": None},
+            id="text-after-a-null",
+        ),
+        pytest.param(
+            [{"content": "a"}, {"content": "b", "refusal": None}, {"content": "c"}, {}],
+            {"role": "assistant", "content": "abc", "refusal": None},
+            id="text-beside-other-fields",
+        ),
+        pytest.param(
+            [{"refusal": "no"}, {"content": "x"}, {"refusal": "pe"}, {"role": "tool"}],
+            {"role": "tool", "content": "x", "refusal": "nope"},
+            id="refusal-and-role-between-pieces",
+        ),
+    ],
+)
+def test_text_pieces_keep_their_order_whatever_else_the_deltas_carry(
+    deltas: list[dict[str, Any]], message: dict[str, Any]
+) -> None:
+    body = assemble("chat", sse(*(chunk(d) for d in deltas), chunk({}, "stop")))
+    assert body is not None
+    assert body["choices"][0]["message"] == message
+    assert body["choices"][0]["finish_reason"] == "stop"
+
+
 def test_embeddings_are_never_assembled_from_a_stream() -> None:
     assert assemble("embedding", sse(chunk({"content": "a"}))) is None
