@@ -7,6 +7,13 @@ one mock provider and one Redis database, and wrk alternates short phases betwee
 (A B B A ...): the drift falls on both, and each pair's ratio compares the code. The other
 version is the `gateway/` package in DIR (a checkout, or `git worktree add DIR <commit>`).
 
+Each pair runs on gateways started for it (`--same-processes`: one each for the whole run).
+One process can be cheaper than another of the same code for as long as it lives (where its
+memory landed, its hash seed): run against itself with one process each, a version measured
+0.96x in one run (every pair below 1) and 1.18x in another. Fresh processes turn that into
+noise within a pair, which the median of the pairs absorbs: 0.94x, 0.97x and 1.00x in three
+such runs.
+
 Both are started from the run's own directory: `python -m` puts the current directory first
 on `sys.path`, ahead of `PYTHONPATH`, so two versions started from inside a checkout would
 both run that checkout's code.
@@ -37,6 +44,7 @@ from gateway.bench.stack import PATH, Stack, chat_load, free_port
 NAMES = ("base", "this")
 DEFAULT_PHASES = "hit:64,miss:64,miss:16:50"
 KINDS = ("hit", "miss", "stream", "long")
+WARMUP_S = 2.0  # of cache misses at 16 connections, for each gateway started
 PHASE_SHAPE = "hit|miss|stream|long:CONNECTIONS[:LATENCY_MS]"
 
 
@@ -153,8 +161,12 @@ def package_root(path: Path) -> Path:
 class Comparison:
     """Mock, Redis and the two gateways of one run; `measure` runs the phases."""
 
-    def __init__(self, base: Path, workdir: Path, redis_url: str, pin: bool) -> None:
+    def __init__(
+        self, base: Path, workdir: Path, redis_url: str, pin: bool, fresh: bool = True
+    ) -> None:
         self.roots = {"base": package_root(base), "this": Path(gateway.__file__).parent.parent}
+        self.fresh = fresh  # new gateways for every pair but the first
+        self.measured = False  # whether the running gateways have been measured
         self.workdir = workdir
         self.wrk = wrk.ensure_wrk()
         self.cpus = procs.choose_cpus(sorted(os.sched_getaffinity(0)), pin)
@@ -167,6 +179,10 @@ class Comparison:
         procs.pin_self(self.cpus.load)
         self.store.flushdb()
         self.stack.start_mock()
+        self.start_gateways()
+
+    def start_gateways(self) -> None:
+        """Both versions, each primed with the cached answer hits get and warmed up."""
         config = str(self.stack.config_path())
         for name in NAMES:
             port = self.ports[name] = free_port()
@@ -180,20 +196,29 @@ class Comparison:
             self.stack.gateway_port = port
             self.stack.prime_hit()  # every answer comes from the cache on a fixed prompt
         for name in NAMES:  # connection pools and the interpreter's own warm-up
-            self._wrk(name, Spec("miss", 16), 2.0)
+            self._wrk(name, Spec("miss", 16), WARMUP_S)
+        self.measured = False
+
+    def stop_gateways(self) -> None:
+        for proc in self.procs.values():
+            proc.stop()
+        self.procs.clear()
 
     def log(self, name: str) -> Path:
         return self.workdir / f"gateway-{name}.log"
 
     def stop(self) -> None:
-        for proc in self.procs.values():
-            proc.stop()
+        self.stop_gateways()
         self.stack.stop_all()
         self.store.flushdb()
 
     def measure(self, spec: Spec, pairs: int, seconds: float) -> dict[str, list[Sample]]:
         samples: dict[str, list[Sample]] = {name: [] for name in NAMES}
         for pair in range(pairs):
+            if self.fresh and self.measured:
+                self.stop_gateways()
+                self.start_gateways()
+            self.measured = True
             for name in order(pair):
                 proc = self.procs[name]
                 before = proc.ticks()
@@ -250,6 +275,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=3.0, help="seconds per wrk run (3)")
     p.add_argument("--out", help="directory for compare.md, compare.json and the logs")
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    p.add_argument(
+        "--same-processes",
+        action="store_true",
+        help="keep each version's first gateway for every pair (faster; see the docstring)",
+    )
     p.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help="a database it may flush")
     return p
 
@@ -266,7 +296,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out or tempfile.mkdtemp(prefix="gateway-compare-"))
     out.mkdir(parents=True, exist_ok=True)
     try:
-        run = Comparison(Path(args.base), out, args.redis_url, not args.no_pin)
+        run = Comparison(
+            Path(args.base), out, args.redis_url, not args.no_pin, not args.same_processes
+        )
     except BenchError as exc:
         print(f"cannot run: {exc}", file=sys.stderr)
         return 2

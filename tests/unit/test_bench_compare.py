@@ -5,10 +5,13 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from gateway.bench.compare import (
+    NAMES,
+    Comparison,
     Sample,
     Spec,
     main,
@@ -89,3 +92,54 @@ def test_a_process_starts_where_it_is_told(tmp_path: Path) -> None:
         time.sleep(0.02)
     proc.stop()
     assert log.read_text() == str(tmp_path)
+
+
+class _Gateway:
+    """A started gateway as `measure` sees it: its CPU ticks, and which start it came from."""
+
+    def __init__(self, start: int) -> None:
+        self.start, self.ticked, self.stopped = start, 0, False
+
+    def stop(self) -> None:
+        self.stopped = True
+
+    def ticks(self) -> int:
+        self.ticked += 3
+        return self.ticked
+
+
+class _Run(Comparison):
+    """A comparison whose gateways are counted instead of started, and whose load is noted."""
+
+    def __init__(self, fresh: bool) -> None:
+        self.fresh, self.measured = fresh, False
+        self.gateways: dict[str, _Gateway] = {}
+        self.started: list[_Gateway] = []
+        self.ran: list[tuple[str, int]] = []  # (version, the start its gateway came from)
+
+    def start_gateways(self) -> None:
+        start = len(self.started) // 2 + 1
+        self.gateways = {name: _Gateway(start) for name in NAMES}
+        self.procs = cast(dict[str, Proc], self.gateways)  # what `measure` reads and stops
+        self.started += self.gateways.values()
+        self.measured = False
+
+    def _run(self, name: str, spec: Spec, seconds: float) -> tuple[int, int, Sample]:
+        self.ran.append((name, self.gateways[name].start))
+        return 100, 0, Sample(0.0, 100.0, 1.0, 2.0)
+
+
+@pytest.mark.parametrize("fresh", [True, False])
+def test_each_pair_runs_on_gateways_started_for_it_unless_told_otherwise(fresh: bool) -> None:
+    run = _Run(fresh)
+    run.start_gateways()
+    for spec in (Spec("hit", 64), Spec("miss", 16)):
+        samples = run.measure(spec, pairs=3, seconds=1.0)
+        assert [len(samples[name]) for name in NAMES] == [3, 3]
+    starts = [start for _, start in run.ran]
+    if fresh:  # both versions of a pair from one start, a new start for every pair
+        assert starts == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6]
+        assert [g.stopped for g in run.started] == [True] * 10 + [False] * 2  # the last run on
+    else:
+        assert starts == [1] * 12
+    assert [name for name, _ in run.ran[:4]] == ["base", "this", "this", "base"]
