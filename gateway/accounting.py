@@ -66,16 +66,28 @@ def plan_for(ctx: RequestContext) -> Plan:
 
 
 def max_output_tokens(ctx: RequestContext) -> int:
-    """The request's own cap, else the route's default; embeddings produce none."""
+    """The request's own cap, else the route's default, for each answer it asks for (`n`;
+    on legacy completions `best_of`, which is generated and billed whole); embeddings
+    produce none."""
     if ctx.request.path == "/v1/embeddings":
         return 0
     payload = ctx.payload or {}
+    cap = 0
     for name in _MAX_TOKEN_FIELDS:
-        value = payload.get(name)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
-    route, _ = ctx.target()
-    return route.default_max_output_tokens
+        cap = _count(payload.get(name))
+        if cap:
+            break
+    if not cap:
+        route, _ = ctx.target()
+        cap = route.default_max_output_tokens
+    if "n" not in payload and "best_of" not in payload:  # one answer, as most ask
+        return cap
+    return cap * max(_count(payload.get("n")), _count(payload.get("best_of")), 1)
+
+
+def _count(value: Any) -> int:
+    """A positive integer, else 0 (a bool or another type is no count)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def scopes_for(ctx: RequestContext, runtime: Runtime) -> tuple[Scope, ...]:

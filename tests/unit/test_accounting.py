@@ -107,3 +107,28 @@ def test_bill_of_an_unpriced_model_is_its_reservation_even_with_usage() -> None:
     ctx = _ctx({"model": "x", "messages": []})
     ctx.attempts, ctx.usage = 1, Usage(input_tokens=1, output_tokens=1)
     assert bill(ctx, _plan(price=None)) == (5000, "unpriced", 2)
+
+
+@pytest.mark.parametrize(
+    ("fields", "answers"),
+    [
+        ({"n": 3}, 3),
+        ({"n": 1}, 1),
+        ({"n": 0}, 1),  # not a count: the provider refuses it, one answer is the floor
+        ({"n": True}, 1),
+        ({"n": "4"}, 1),
+        ({"best_of": 5, "n": 2}, 5),  # legacy completions: best_of generated, billed
+    ],
+)
+def test_reservation_holds_the_cap_for_every_answer_asked_for(
+    fields: dict[str, Any], answers: int
+) -> None:
+    plan = plan_for(_ctx({"model": "gpt-4o", "max_tokens": 100, "messages": [], **fields}))
+    assert plan.tokens == plan.input_estimate + 100 * answers
+    out = 100 * answers * 10_000_000
+    assert plan.amount_micro == -(-(plan.input_estimate * 2_500_000 + out) // 10**6)
+
+
+def test_the_routes_default_cap_is_held_for_every_answer_too() -> None:
+    plan = plan_for(_ctx({"model": "gpt-4o", "n": 2, "messages": []}))
+    assert plan.tokens == plan.input_estimate + 2 * 4096
