@@ -90,14 +90,17 @@ async def attempt(
         _count(ctx, res, target, number, started, failed.reason, status=_status(failed))
         raise
     except BaseException:
-        if deadline.remaining_s() <= 0:
-            # A provider that hangs until the request's deadline is failing, even without
-            # a per-try timeout to say so.
-            circuit.record(permit, ok=False)
-            _count(ctx, res, target, number, started, "timeout")
-        else:  # a hedge lost or the client left: no verdict on the provider
+        if deadline.remaining_s() > 0:  # a hedge lost or the client left: no verdict
             circuit.release(permit)
             _count(ctx, res, target, number, started, "cancelled")
+        elif deadline.by_client:  # a client in a hurry: no verdict on the provider either
+            circuit.release(permit)
+            _count(ctx, res, target, number, started, "timeout")
+        else:
+            # A provider that hangs until the route's deadline is failing, even without a
+            # per-try timeout to say so.
+            circuit.record(permit, ok=False)
+            _count(ctx, res, target, number, started, "timeout")
         raise
     circuit.record(permit, ok=True)
     _count(ctx, res, target, number, started, "ok", status=answer.upstream.status)

@@ -25,6 +25,9 @@ class Deadline:
     at: float
     total_s: float
     source: str
+    # Shortened by the client (its header or its SDK's timeout): reaching it says nothing of
+    # the provider, which may simply need longer than this client will wait.
+    by_client: bool = False
 
     def remaining_s(self) -> float:
         return self.at - time.monotonic()
@@ -46,7 +49,8 @@ def request_deadline(route: RouteConfig, headers: Mapping[str, str], elapsed_s: 
         sdk -= min(_SDK_MARGIN_S, sdk * _SDK_MARGIN_RATIO)
         if sdk < total:
             total, source = sdk, "the client SDK's timeout"
-    return Deadline(at=time.monotonic() - elapsed_s + total, total_s=total, source=source)
+    by_client = total < route.timeout_s
+    return Deadline(time.monotonic() - elapsed_s + total, total, source, by_client)
 
 
 def _seconds(value: str | None) -> float | None:

@@ -284,3 +284,23 @@ async def test_provider_hanging_until_the_deadline_counts_against_its_circuit(
     resp = await gateway.post("/v1/chat/completions", json=CHAT, headers=AUTH)
     assert resp.status == 503
     assert len(mock.requests) == 1
+
+
+@pytest.mark.parametrize(
+    "hurry",
+    [{"x-gateway-timeout": "0.2"}, {"x-stainless-read-timeout": "0.4"}],
+    ids=["gateway-header", "sdk-timeout"],
+)
+async def test_a_client_in_a_hurry_does_not_open_the_circuit_for_everyone(
+    build: Callable[..., Awaitable[Client]], mock: MockState, hurry: dict[str, str]
+) -> None:
+    """A deadline the client shortened says nothing of the provider: the next, patient
+    client is served by it, not refused with circuit_open."""
+    gateway = await build(timeout_s=30, circuit={"failures": 1, "cooldown_s": 60})
+    mock.push([ScriptStep(latency_s=1.0)] * 2, model=PRIMARY)
+    for _ in range(2):
+        resp = await gateway.post("/v1/chat/completions", json=CHAT, headers={**AUTH, **hurry})
+        assert resp.status == 504
+    patient = await gateway.post("/v1/chat/completions", json=CHAT, headers=AUTH)
+    assert patient.status == 200
+    assert len(mock.requests) == 3
