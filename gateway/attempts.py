@@ -133,9 +133,12 @@ async def _timed(ctx: RequestContext, res: Resilience, target: Target) -> Answer
 
 async def _exchange(ctx: RequestContext, res: Resilience, target: Target) -> Answer:
     provider = target.provider
-    url = provider.url(ctx.request.path)
-    if ctx.request.query_string:
-        url = f"{url}?{ctx.request.query_string}"
+    # As the client sent it, still percent-encoded: an encoded `?`, `#`, `/` or `&` stays
+    # part of its segment or value.
+    sent = ctx.request.rel_url
+    url = provider.url(sent.raw_path)
+    if sent.raw_query_string:
+        url = f"{url}?{sent.raw_query_string}"
     session = ctx.app[HTTP_SESSION]
     headers = upstream_headers(ctx.request.headers, provider.headers, provider.default_headers)
     try:

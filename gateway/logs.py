@@ -51,7 +51,25 @@ def configure_logging(config: LoggingConfig) -> None:
         logger_factory=factory,
         cache_logger_on_first_use=True,
     )
-    logging.basicConfig(level=_LEVELS[config.level], stream=sys.stderr)
+    # The standard library's records (aiohttp's server, asyncio) go to stderr: as JSON lines
+    # too, when the gateway's are, for a log pipeline that parses every line.
+    handler = logging.StreamHandler(sys.stderr)
+    if config.format == "json":
+        handler.setFormatter(
+            structlog.stdlib.ProcessorFormatter(
+                foreign_pre_chain=[
+                    structlog.stdlib.add_log_level,
+                    structlog.stdlib.add_logger_name,
+                    structlog.processors.TimeStamper(fmt="iso", utc=True),
+                ],
+                processors=[
+                    structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.format_exc_info,
+                    structlog.processors.JSONRenderer(),
+                ],
+            )
+        )
+    logging.basicConfig(level=_LEVELS[config.level], handlers=[handler])
     json_at_info = config.format == "json" and _LEVELS[config.level] <= _LEVELS["info"]
     _direct = _buffered_stdout() if json_at_info else None
 

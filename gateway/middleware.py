@@ -12,7 +12,7 @@ from aiohttp.typedefs import Handler
 from gateway.context import RequestContext
 from gateway.dialects import dialect_for
 from gateway.drain import ANSWERED_WHILE_DRAINING, DRAIN, PREPARED, shutting_down
-from gateway.errors import GatewayError, InternalError, NotFound
+from gateway.errors import BadRequest, GatewayError, InternalError, NotFound
 from gateway.sites import SITES
 
 REQUEST_ID = web.RequestKey("request_id", str)
@@ -20,6 +20,11 @@ REQUEST_ID = web.RequestKey("request_id", str)
 # shown may be the client's, which it may send on several requests at once.
 UNIQUE_ID = web.RequestKey("unique_id", str)
 CONTEXT: web.RequestKey[RequestContext] = web.RequestKey("context")
+# SECURITY: the Server header names no framework or Python version, for fingerprinting.
+SERVER = "llm-gateway"
+# SECURITY: TRACE has the server echo the request it received: sent on to a provider, the
+# echo would hold the provider's key. CONNECT asks for a tunnel.
+_NEVER_FORWARDED = frozenset({"TRACE", "CONNECT"})
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 _log = structlog.get_logger("gateway.edge")
@@ -42,6 +47,13 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
         if not app[SITES].serves(request):
             # SECURITY: with its own address, the admin API does not exist on the public one.
             raise NotFound(f"No such endpoint: {request.method} {request.path}.")
+        if request.method in _NEVER_FORWARDED:
+            raise _method_not_allowed(request.method)
+        if "/." in request.path and _dot_segments(request.path):
+            raise BadRequest(
+                f"The path {request.path!r} has a '.' or '..' segment; send the path itself.",
+                code="invalid_path",
+            )
         drain = app[DRAIN]
         if drain.draining and request.path not in ANSWERED_WHILE_DRAINING:
             raise shutting_down()
@@ -59,6 +71,23 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
     except Exception:  # the one broad catch: an unknown failure is a 500 with no detail
         _log.exception("unhandled", request_id=request[REQUEST_ID], path=request.path)
         return render_error(request, InternalError("The gateway failed unexpectedly."))
+
+
+def _method_not_allowed(method: str) -> GatewayError:
+    err = GatewayError(
+        f"The method {method} is not served.",
+        code="method_not_allowed",
+        headers={"Allow": "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"},
+    )
+    err.status, err.error_type = 405, "invalid_request_error"
+    return err
+
+
+def _dot_segments(path: str) -> bool:
+    """SECURITY: a `.` or `..` segment, sent as such or percent-encoded, is resolved on the
+    way upstream, to a path other than the one routed, authorised and billed (up to the
+    provider's own paths outside its API, with the provider's key)."""
+    return any(segment in (".", "..") for segment in path.split("/"))
 
 
 def _from_http(request: web.Request, exc: web.HTTPException) -> GatewayError:
@@ -85,8 +114,7 @@ def render_error(request: web.Request, err: GatewayError) -> web.Response:
 async def stamp_headers(request: web.Request, response: web.StreamResponse) -> None:
     """on_response_prepare: the gateway's headers go on every response, streamed or not."""
     request[PREPARED] = response  # a drain that cuts a stream ends it through this
-    # SECURITY: no framework or Python version for fingerprinting.
-    response.headers["Server"] = "llm-gateway"
+    response.headers["Server"] = SERVER
     if request.app[DRAIN].draining:
         response.force_close()  # a draining process takes no further request on this one
     # Taken off the request: the context refers to the request, and the two referring to each

@@ -20,7 +20,12 @@ from gateway.drain import DRAIN, drain
 from gateway.logs import configure_logging
 from gateway.metrics import METRICS
 from gateway.reload import CONFIG_SOURCE, ConfigSource, reload_config
-from gateway.server_limits import HeaderDeadline, quiet_malformed_requests, server_options
+from gateway.server_limits import (
+    GatewayRunner,
+    HeaderDeadline,
+    quiet_malformed_requests,
+    server_options,
+)
 from gateway.sites import check_listen, start_sites
 
 KEY_PREFIX = "gk-"
@@ -41,7 +46,8 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 
 def runner_for(app: web.Application, server: ServerConfig | None = None) -> web.AppRunner:
-    return web.AppRunner(app, **server_options(server or ServerConfig()))
+    quiet_malformed_requests()
+    return GatewayRunner(app, **server_options(server or ServerConfig()))
 
 
 def serve(source: ConfigSource, config: GatewayConfig) -> int:
@@ -53,7 +59,6 @@ def serve(source: ConfigSource, config: GatewayConfig) -> int:
 
         return supervise(source.path, config)
     configure_logging(config.logging)
-    quiet_malformed_requests()
     loop = new_event_loop()
     try:
         return loop.run_until_complete(_run(source, config))

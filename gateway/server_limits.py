@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 
 from gateway.config import ServerConfig
+from gateway.errors import BadRequest, GatewayError, InternalError
+from gateway.middleware import SERVER, render_error
+from gateway.stages.body import unsupported_encoding
 
 # Whatever still runs after the drain (never a proxied request: those are drained) gets this.
 SHUTDOWN_TIMEOUT_S = 2.0
@@ -91,3 +95,64 @@ def quiet_malformed_requests() -> None:
     logger = logging.getLogger("aiohttp.server")
     if not any(isinstance(f, QuietMalformedRequests) for f in logger.filters):
         logger.addFilter(QuietMalformedRequests())
+
+
+class GatewayRunner(web.AppRunner):
+    """An AppRunner whose connections answer in the gateway's own way even where no handler
+    runs (see `_Connection`)."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.__class__ = _Server
+        return server
+
+
+class _Server(web.Server):
+    __slots__ = ()
+
+    def __call__(self) -> RequestHandler:
+        return _Connection(self, loop=self._loop, **self._kwargs)
+
+
+class _Connection(RequestHandler):
+    """aiohttp answers a request it cannot parse (a request line or header over the limits,
+    too many headers, a body encoding it cannot decode) by itself, before any handler, in
+    plain text that quotes what it could not parse. SECURITY: those bytes may hold the
+    client's key. The client gets the gateway's JSON error instead, with a request id, and
+    the connection is closed, as aiohttp does."""
+
+    __slots__ = ()
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        super().handle_error(request, status, exc, message)  # logs; raises if bytes were sent
+        response = render_error(request, parse_error(status, exc))  # type: ignore[arg-type]
+        # No handler ran, nor the app's response hooks: their headers are set here.
+        response.headers["Server"] = SERVER
+        response.headers["x-request-id"] = os.urandom(16).hex()
+        response.force_close()
+        return response
+
+
+def parse_error(status: int, exc: BaseException | None) -> GatewayError:
+    """What a request aiohttp refused is told, without a byte of the request."""
+    if isinstance(exc, ContentEncodingError):
+        return unsupported_encoding()
+    if isinstance(exc, LineTooLong):
+        return BadRequest(
+            "The request line or a header field is longer than this gateway accepts.",
+            code="request_too_long",
+        )
+    if status >= 500 or not isinstance(exc, HttpProcessingError):
+        return InternalError("The gateway failed unexpectedly.")
+    error = BadRequest(
+        "The request is not valid HTTP, or has more headers than this gateway accepts.",
+        code="malformed_request",
+    )
+    error.status = exc.code if 400 <= exc.code < 500 else 400
+    return error

@@ -12,10 +12,8 @@ __all__ = ["ANTHROPIC", "OPENAI", "Dialect", "dialect_for"]
 
 
 def dialect_for(request: web.Request) -> Dialect:
-    """Anthropic for `/v1/messages*` or when the client sends Anthropic's headers, else OpenAI."""
-    path = request.path
-    if path.startswith("/v1/messages"):
-        return ANTHROPIC
-    if path.startswith("/v1/") and "anthropic-version" in request.headers:
+    """Anthropic for `/v1/messages*` or when the client sends Anthropic's version header (on
+    any path: an unknown one too), else OpenAI."""
+    if request.path.startswith("/v1/messages") or "anthropic-version" in request.headers:
         return ANTHROPIC
     return OPENAI

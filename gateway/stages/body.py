@@ -125,14 +125,19 @@ def _refuse_upstream_fields(payload: dict[str, Any]) -> None:
 
 
 def _refuse_unknown_encoding(request: web.Request) -> None:
-    """aiohttp decodes the encodings below itself (or answers 400 for one it cannot); any
-    other would reach the provider as bytes it cannot read, without their label."""
+    """aiohttp decodes the encodings below itself (one it has no decoder for is refused before
+    any handler runs: see gateway.server_limits); any other would reach the provider as bytes
+    it cannot read, without their label."""
     encoding = request.headers.get("Content-Encoding", "").lower()
     if encoding not in _DECODED_ENCODINGS:
-        raise UnsupportedEncoding(
-            "The request body's Content-Encoding is not supported; send it uncompressed, "
-            "or as gzip or deflate."
-        )
+        raise unsupported_encoding()
+
+
+def unsupported_encoding() -> UnsupportedEncoding:
+    return UnsupportedEncoding(
+        "The request body's Content-Encoding is not supported; send it uncompressed, "
+        "or as gzip or deflate."
+    )
 
 
 def _refuse_upstream_headers(request: web.Request) -> None:

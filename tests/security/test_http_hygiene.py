@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from aiohttp.compression_utils import HAS_BROTLI, HAS_ZSTD
 from aiohttp.test_utils import TestClient
 
 from gateway.mock import MockState, ScriptStep
@@ -147,11 +148,49 @@ SECRET = b"gk-must-not-be-logged"
 async def test_oversized_or_malformed_headers_are_400_and_quote_no_secret_in_the_log(
     mock_url: str, request_head: bytes, caplog: pytest.LogCaptureFixture
 ) -> None:
-    quiet_malformed_requests()  # as `gateway serve` does
+    quiet_malformed_requests()  # as every gateway runner does
     async with serve_gateway(mock_url) as served:
         answer = await raw_exchange(served.port, request_head)
-    assert status_of(answer) in (400, 431)
+    assert status_of(answer) == 400
     assert SECRET.decode() not in caplog.text
+    assert "Traceback" not in caplog.text
+    # The gateway's own error, not the parser's plain text quoting the request.
+    head, body = answer.split(b"\r\n\r\n", 1)
+    assert SECRET not in answer
+    assert b"content-type: application/json" in head.lower()
+    assert b"x-request-id: " in head.lower()
+    assert b"server: llm-gateway" in head.lower()
+    error = orjson.loads(body)["error"]
+    assert error["code"] in ("request_too_long", "malformed_request")
+    assert error["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize(
+    ("encoding", "decodable"), [("br", HAS_BROTLI), ("zstd", HAS_ZSTD)], ids=["br", "zstd"]
+)
+async def test_an_encoding_the_server_has_no_decoder_for_is_415_in_json(
+    mock_url: str,
+    mock: MockState,
+    encoding: str,
+    decodable: bool,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """aiohttp knows these encodings but decodes them only with an optional package; without
+    it, the parser itself refuses the request, before any handler."""
+    body = b"not compressed at all"
+    head = (
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\n"
+        f"Authorization: Bearer {KEY_A}\r\nContent-Type: application/json\r\n"
+        f"Content-Encoding: {encoding}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    async with serve_gateway(mock_url) as served:
+        answer = await raw_exchange(served.port, head.encode() + body)
+    error = orjson.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]
+    if decodable:  # a decoder is installed: the body does not decode
+        assert (status_of(answer), error["code"]) == (400, "invalid_request")
+    else:
+        assert (status_of(answer), error["code"]) == (415, "unsupported_content_encoding")
+    assert mock.requests == []
     assert "Traceback" not in caplog.text
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -175,3 +176,27 @@ def test_a_flush_left_due_on_a_closed_loop_does_not_hold_later_lines(runtime: Ru
 async def _log_then_yield(ctx: Any) -> None:
     logs.log_request(ctx)
     await asyncio.sleep(0)
+
+
+def test_the_standard_librarys_records_are_json_lines_on_stderr_with_json_logging() -> None:
+    """aiohttp's and asyncio's own records (a refused request, an error) are parsed by the
+    same log pipeline as the gateway's lines: JSON, with level, logger and time."""
+    script = (
+        "import logging\n"
+        "from gateway.config import LoggingConfig\n"
+        "from gateway.logs import configure_logging\n"
+        "configure_logging(LoggingConfig(format='json'))\n"
+        "logging.getLogger('aiohttp.server').info('malformed request refused: %s', 'X')\n"
+        "try:\n    1 / 0\nexcept ZeroDivisionError:\n"
+        "    logging.getLogger('asyncio').exception('failed')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, check=True, timeout=60
+    )
+    lines = [orjson.loads(line) for line in done.stderr.splitlines()]
+    assert [(x["event"], x["level"], x["logger"]) for x in lines] == [
+        ("malformed request refused: X", "info", "aiohttp.server"),
+        ("failed", "error", "asyncio"),
+    ]
+    assert "ZeroDivisionError" in lines[1]["exception"]
+    assert all(x["timestamp"].endswith("Z") for x in lines)
