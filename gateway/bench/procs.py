@@ -30,24 +30,25 @@ class Cpus:
 
     load: frozenset[int] | None
     proxy: frozenset[int] | None
-    # The CPUs a multi-worker gateway gets; None when the machine has too few to give them.
-    workers: frozenset[int] | None
+    # Where `--workers 2` runs, a CPU for each worker in turn, the proxy's first; None when
+    # nothing is pinned. With two CPUs the second worker's is the load's.
+    workers: tuple[int, ...] | None
     note: str
 
-    def for_workers(self) -> frozenset[int] | None:
-        """Where `--workers 2` runs: a CPU each where there are two to spare; else both on the
-        proxy's one (what the second costs there is measured, not its speed-up); else
-        anywhere."""
-        return self.workers or self.proxy
+    @property
+    def workers_beside_load(self) -> bool:
+        """Whether a worker shares its CPU with wrk, the mock and Redis (a two-CPU machine)."""
+        return bool(self.workers and self.load and self.load.intersection(self.workers))
 
 
 def choose_cpus(available: Sequence[int], pin: bool) -> Cpus:
-    """The first CPU for the load, the second for the proxy; more CPUs go to workers."""
+    """The first CPU for the load, the second for the proxy; two workers get the proxy's and
+    the third, or, with two CPUs, the proxy's and the load's."""
     cpus = sorted(available)
     if not pin or len(cpus) < 2:
         return Cpus(None, None, None, f"not pinned ({len(cpus)} CPUs available)")
     load, proxy = frozenset(cpus[:1]), frozenset(cpus[1:2])
-    workers = frozenset(cpus[1:3]) if len(cpus) >= 3 else None
+    workers = (cpus[1], cpus[2] if len(cpus) >= 3 else cpus[0])
     note = f"wrk, mock and streaming client on CPU {cpus[0]}; proxy under test on CPU {cpus[1]}"
     return Cpus(load, proxy, workers, note)
 
@@ -194,6 +195,31 @@ def find_process(name: str) -> int | None:
 def pin_self(cpus: frozenset[int] | None) -> None:
     if cpus is not None:
         os.sched_setaffinity(0, cpus)
+
+
+def place_workers(root: int, cpus: Sequence[int], count: int, timeout_s: float = 20.0) -> None:
+    """Each of the `count` worker processes of the supervisor `root` (its children, in the
+    order they were started), every thread of it, on a CPU of its own: the i-th on `cpus[i]`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        workers = _children(root)
+        if len(workers) >= count:
+            break
+        if time.monotonic() > deadline:
+            raise BenchError(f"{count} workers expected under {root}, found {len(workers)}")
+        time.sleep(0.05)
+    for pid, cpu in zip(workers, cpus, strict=False):
+        for tid in _threads(pid):
+            os.sched_setaffinity(tid, {cpu})
+
+
+def _children(root: int) -> list[int]:
+    found = []
+    for entry in PROC.iterdir():
+        text = _read(entry / "stat") if entry.name.isdigit() else None
+        if text is not None and parse_stat(text).ppid == root:
+            found.append(int(entry.name))
+    return sorted(found)
 
 
 @contextmanager

@@ -136,6 +136,9 @@ class Report:
     # 1, one CPU shared (what a second worker costs there is measured, not its speed-up);
     # 0, not pinned (sharing the cores with the load, their figures say little).
     workers_cpus: int = 0
+    # A core each, the second worker's shared with the load (a two-CPU machine): the speed-up
+    # is projected from the CPU per request, as the requests/s cannot show it.
+    workers_beside_load: bool = False
     notes: list[str] = field(default_factory=list)
 
 

@@ -23,6 +23,8 @@ from gateway.bench.procs import (
     parse_cpu_times,
     parse_stat,
     parse_status_kib,
+    place_workers,
+    process_tree,
 )
 from gateway.bench.results import cpu_us_per_request
 from gateway.bench.runner import _placement
@@ -140,26 +142,66 @@ def test_choose_cpus_gives_the_load_the_first_cpu_and_the_proxy_the_second() -> 
     cpus = choose_cpus([1, 0], pin=True)
     assert cpus.load == frozenset({0})
     assert cpus.proxy == frozenset({1})
-    assert cpus.workers is None  # two CPUs leave none for a second worker
 
 
-def test_choose_cpus_gives_workers_two_cpus_when_there_are_three() -> None:
-    assert choose_cpus([0, 1, 2, 3], pin=True).workers == frozenset({1, 2})
-    assert choose_cpus([0, 1, 2, 3], pin=True).for_workers() == frozenset({1, 2})
+def test_two_workers_get_the_proxys_cpu_and_the_third_when_there_is_one() -> None:
+    own = choose_cpus([0, 1, 2, 3], pin=True)
+    assert own.workers == (1, 2)
+    assert not own.workers_beside_load
 
 
-def test_with_two_cpus_both_workers_share_the_proxys_and_unpinned_they_go_anywhere() -> None:
-    assert choose_cpus([0, 1], pin=True).for_workers() == frozenset({1})
-    assert choose_cpus([0, 1], pin=False).for_workers() is None
+def test_with_two_cpus_the_second_worker_runs_beside_the_load() -> None:
+    shared = choose_cpus([0, 1], pin=True)
+    assert shared.workers == (1, 0)
+    assert shared.workers_beside_load
+    assert choose_cpus([0, 1], pin=False).workers is None
 
 
 def test_the_workers_note_says_where_they_ran_and_why() -> None:
     unpinned = choose_cpus([0, 1], pin=False)
-    assert _placement(None, unpinned).startswith("workers not pinned (2 CPUs available)")
-    shared = choose_cpus([0, 1], pin=True)
-    assert _placement(shared.for_workers(), shared).startswith("both workers pinned to CPU 1:")
+    assert _placement(unpinned).startswith("workers not pinned (2 CPUs available)")
+    shared = _placement(choose_cpus([0, 1], pin=True))
+    assert shared.startswith("one worker alone on CPU 1, two on CPUs 1 and 0, the second beside")
+    assert "projected from the CPU per request" in shared
     own = choose_cpus([0, 1, 2], pin=True)
-    assert _placement(own.for_workers(), own) == "workers pinned to CPUs 1,2"
+    assert _placement(own) == "one worker on CPU 1, two on CPUs 1 and 2"
+
+
+def test_each_worker_of_a_supervisor_is_placed_on_a_cpu_of_its_own() -> None:
+    """Every thread of the i-th child goes to the i-th CPU given; the supervisor stays."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("needs two CPUs to tell the placements apart")
+    child = (
+        "import threading, time\n"
+        "threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n"
+        "time.sleep(60)"
+    )
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import subprocess, sys, time\n"
+            f"kids = [subprocess.Popen([sys.executable, '-c', {child!r}]) for _ in range(2)]\n"
+            "print('up', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert parent.stdout is not None
+        assert parent.stdout.readline() == b"up\n"
+        time.sleep(0.3)  # the children start their threads
+        place_workers(parent.pid, (cpus[1], cpus[0]), 2)
+        kids = sorted(p for p in process_tree(parent.pid) if p != parent.pid)
+        first, second = (list(_affinities(k).values()) for k in kids)
+        assert first == [{cpus[1]}, {cpus[1]}]  # the child and its thread
+        assert second == [{cpus[0]}, {cpus[0]}]
+        assert list(_affinities(parent.pid).values()) == [set(cpus)]  # the supervisor stays
+    finally:
+        for pid in process_tree(parent.pid)[1:]:
+            os.kill(pid, 9)
+        parent.kill()
+        parent.communicate()
 
 
 def _affinities(pid: int) -> dict[int, set[int]]:
