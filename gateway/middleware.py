@@ -49,7 +49,8 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
             raise NotFound(f"No such endpoint: {request.method} {request.path}.")
         if request.method in _NEVER_FORWARDED:
             raise _method_not_allowed(request.method)
-        if "/." in request.path and _dot_segments(request.path):
+        path = request.path
+        if ("/." in path or "\\" in path) and _dot_segments(path):
             raise BadRequest(
                 f"The path {request.path!r} has a '.' or '..' segment; send the path itself.",
                 code="invalid_path",
@@ -85,9 +86,11 @@ def _method_not_allowed(method: str) -> GatewayError:
 
 def _dot_segments(path: str) -> bool:
     """SECURITY: a `.` or `..` segment, sent as such or percent-encoded, is resolved on the
-    way upstream, to a path other than the one routed, authorised and billed (up to the
-    provider's own paths outside its API, with the provider's key)."""
-    return any(segment in (".", "..") for segment in path.split("/"))
+    way upstream (or by the provider's server, which may split at backslashes too), to a
+    path other than the one routed, authorised and billed (up to the provider's own paths
+    outside its API, with the provider's key)."""
+    segments = path.replace("\\", "/").split("/")  # some servers take `\` for `/`
+    return any(segment in (".", "..") for segment in segments)
 
 
 def _from_http(request: web.Request, exc: web.HTTPException) -> GatewayError:

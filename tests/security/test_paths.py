@@ -39,6 +39,7 @@ def _body(answer: bytes) -> Any:
         ("POST", "/v1/%2e%2e/_mock/script"),  # percent-encoded
         ("POST", "/v1/models/%2E%2E/chat/completions"),
         ("GET", "/v1/models/.."),
+        ("GET", "/v1/models/..%5C..%5C_mock/requests"),  # a server that splits at backslashes
     ],
 )
 async def test_a_dot_segment_is_refused_in_the_clients_dialect_and_nothing_is_sent(
