@@ -7,9 +7,18 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -22,11 +31,32 @@ class ConfigError(Exception):
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # No infinite or NaN amounts, timeouts or prices: `.inf` is valid YAML for a float.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+
+_STORE_SCHEMES = ("memory", "redis", "rediss", "unix", "redis-cluster", "rediss-cluster")
 
 
 class StorageConfig(_Frozen):
     url: str = "memory://"
+
+    @field_validator("url")
+    @classmethod
+    def _known_store(cls, url: str) -> str:
+        """Checked here, not at the first connection. SECURITY: the URL may hold a password,
+        so no message repeats it."""
+        parts = urlsplit(url)
+        if parts.scheme not in _STORE_SCHEMES:
+            schemes = ", ".join(f"{s}://" for s in _STORE_SCHEMES)
+            raise ValueError(f"the store URL must start with one of {schemes}")
+        database = parts.path.strip("/")
+        if parts.scheme in ("redis", "rediss") and database and not database.isdigit():
+            # redis-py would take database 0, another application's perhaps, without a word.
+            raise ValueError(
+                "the database after the address must be a number (redis://host:6379/2)"
+            )
+        return url
     # The store's circuit breaker: after this many consecutive store failures, the store is
     # left alone for `breaker_open_s` (cache: miss; budgets: the outage policy; request log:
     # dropped and counted), then one command probes it.
@@ -300,8 +330,32 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Gatew
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeys)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     return parse_config(data, str(path), env)
+
+
+class _UniqueKeys(yaml.SafeLoader):
+    """YAML lets a mapping name a key twice, the last one silently winning: a budget written
+    twice would lose its first limits without a word. Here it is an error. (A key brought in
+    by a merge, `<<: *defaults`, may still be set again.)"""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping",
+                    node.start_mark,
+                    f"the key {key!r} appears twice",
+                    key_node.start_mark,
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)

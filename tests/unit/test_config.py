@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from gateway.config import ConfigError, load_config, parse_config
 from tests.conftest import base_config
@@ -99,3 +100,78 @@ def test_invalid_yaml_names_the_file(tmp_path: Path) -> None:
     path.write_text("providers: [unclosed\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML"):
         load_config(path)
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+def test_an_infinite_or_nan_amount_is_an_error_naming_its_path(value: float) -> None:
+    data = base_config("http://127.0.0.1:1")
+    data["keys"][0]["budget"] = {"usd_per_month": value}
+    assert "keys[0].budget.usd_per_month: Input should be a finite number" in _error(data)
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("foo://x", "the store URL must start with one of memory://, redis://"),
+        ("redis://:s3cret@127.0.0.1:6379/abc", "the database after the address must be a number"),
+        ("127.0.0.1:6379", "the store URL must start with one of"),
+    ],
+)
+def test_a_store_url_that_would_fail_or_pick_another_database_is_refused_at_load(
+    url: str, problem: str
+) -> None:
+    message = _error(base_config("http://127.0.0.1:1", storage={"url": url}))
+    assert f"gw.yaml: storage.url: {problem}" in message
+    assert "s3cret" not in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "memory://",
+        "redis://127.0.0.1:6379",
+        "redis://h:6379/",
+        "rediss://h/12",
+        "redis://h:6379?db=3",
+        "unix:///run/redis.sock?db=1",
+        "redis-cluster://h:7000",
+    ],
+)
+def test_the_store_urls_the_gateway_opens_are_accepted(url: str) -> None:
+    config = parse_config(base_config("http://127.0.0.1:1", storage={"url": url}), "gw.yaml", {})
+    assert config.storage.url == url
+
+
+def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "gw.yaml"
+    path.write_bytes(b"storage: {url: 'memory://'}\n\xff\n")
+    with pytest.raises(ConfigError, match=r"gw.yaml: not UTF-8 text \(byte 28\)"):
+        load_config(path, env={})
+
+
+def test_a_key_written_twice_in_a_mapping_is_an_error(tmp_path: Path) -> None:
+    """YAML would keep the last and drop the first: a day budget lost without a word."""
+    path = tmp_path / "gw.yaml"
+    path.write_text(
+        "keys:\n  - name: kb\n    budget: {usd_per_day: 0.05}\n    budget: {usd_per_month: 500}\n"
+    )
+    with pytest.raises(ConfigError, match=r"(?s)not valid YAML: .*the key 'budget' appears twice"):
+        load_config(path, env={})
+
+
+def test_a_merged_key_may_still_be_set_again(tmp_path: Path) -> None:
+    data = base_config("http://127.0.0.1:1")
+    del data["keys"]
+    a, b = (k["key_sha256"] for k in base_config("http://127.0.0.1:1")["keys"])
+    path = tmp_path / "gw.yaml"
+    path.write_text(
+        yaml.safe_dump(data)
+        + "keys:\n"
+        + f"  - {{name: a, key_sha256: '{a}', routes: ['*'],\n"
+        + "     rate_limit: &limits {rpm: 10, tpm: 1000}}\n"
+        + f"  - {{name: b, key_sha256: '{b}', routes: ['*'],\n"
+        + "     rate_limit: {<<: *limits, rpm: 20}}\n"
+    )
+    config = load_config(path, env={})
+    limits = [k.rate_limit for k in config.keys]
+    assert [(x.rpm, x.tpm) for x in limits if x] == [(10, 1000), (20, 1000)]
