@@ -139,20 +139,28 @@ def bill(ctx: RequestContext, plan: Plan) -> tuple[int, str, int]:
         return 0, "cache", 0
     if not plan.billable or ctx.attempts == 0:
         return 0, "none", 0
-    if plan.price is None:
-        return plan.amount_micro, "unpriced", _tokens(usage) or plan.tokens
-    if ctx.outcome in ("stream_interrupted", "client_disconnected") and ctx.stream_events:
+    cut = ctx.outcome in ("stream_interrupted", "client_disconnected") and ctx.stream_events > 0
+    if cut and not ctx.usage_final:
+        # What was seen, as the usage of the request: its log line and statistics count the
+        # tokens it was billed for.
         seen = usage or Usage(input_tokens=plan.input_estimate)
-        estimate = Usage(
+        usage = ctx.usage = Usage(
             input_tokens=seen.input_tokens,
             output_tokens=max(seen.output_tokens, ctx.stream_events),
             cached_input_tokens=seen.cached_input_tokens,
             cache_write_tokens=seen.cache_write_tokens,
         )
-        return plan.price.cost_micro(estimate), "estimate", _tokens(estimate)
+        if plan.price is not None:
+            return plan.price.cost_micro(usage), "estimate", _tokens(usage)
+    answered = ctx.status is not None and ctx.status < 400 and ctx.outcome == "ok"
+    maybe_billed = ctx.outcome in _MAYBE_BILLED or ctx.status == 504
+    if plan.price is None:  # not free: a flat amount, where a priced model would cost
+        if usage is None and not answered and not maybe_billed:
+            return 0, "none", 0  # a provider error, or the provider never reached
+        return plan.amount_micro, "unpriced", _tokens(usage) or plan.tokens
     if usage is not None:
         return plan.price.cost_micro(usage), "usage", _tokens(usage)
-    if ctx.outcome in _MAYBE_BILLED or ctx.status == 504:
+    if maybe_billed:
         return plan.amount_micro, "reserved", plan.tokens
     return 0, "none", 0
 

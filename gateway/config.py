@@ -57,6 +57,7 @@ class StorageConfig(_Frozen):
                 "the database after the address must be a number (redis://host:6379/2)"
             )
         return url
+
     # The store's circuit breaker: after this many consecutive store failures, the store is
     # left alone for `breaker_open_s` (cache: miss; budgets: the outage policy; request log:
     # dropped and counted), then one command probes it.

@@ -67,6 +67,9 @@ class RequestContext:
     ttfb_s: float | None = None
     upstream_s: float | None = None  # the upstream exchange, when one was made
     usage: Usage | None = None
+    # A stream's usage is its final report (not only the input counted at its start): a
+    # stream cut after it is billed from it, not estimated.
+    usage_final: bool = False
     # Money, in integer micro-dollars: what this request cost (None until accounted), how that
     # was known (usage, estimate, reserved, unpriced, cache, none), what a cache hit saved.
     cost_micro: int | None = None

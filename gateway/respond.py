@@ -121,7 +121,7 @@ async def relay_stream(
         upstream.close()
         raise
     finally:
-        ctx.usage = reader.usage
+        ctx.usage, ctx.usage_final = reader.usage, reader.final
     upstream.release()
     # The end of the stream is written once the handler returns (aiohttp writes it), after the
     # bill is settled: as with a buffered answer, a client's next request finds this one

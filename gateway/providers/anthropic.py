@@ -38,6 +38,7 @@ class _AnthropicStreamUsage(StreamUsageReader):
             delta = anthropic_usage(obj.get("usage"))
             if delta is None:
                 return
+            self.final = True  # message_start counts the input; the output is counted here
             if self.usage is None:
                 self.usage = delta
             else:

@@ -21,6 +21,7 @@ class StreamUsageReader(ABC):
     def __init__(self) -> None:
         self._parser = SSEParser()
         self.usage: Usage | None = None
+        self.final = False  # `usage` is the stream's final report
 
     def feed(self, chunk: bytes) -> None:
         for name, data in self._parser.feed(chunk, _may_report_usage):

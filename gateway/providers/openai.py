@@ -33,8 +33,8 @@ class _OpenAIStreamUsage(StreamUsageReader):
         response = obj.get("response")
         if usage is None and isinstance(response, dict):  # Responses API: response.completed
             usage = openai_usage(response.get("usage"))
-        if usage is not None:
-            self.usage = usage
+        if usage is not None:  # sent once, in the stream's last chunk (or event)
+            self.usage, self.final = usage, True
 
 
 def openai_usage(raw: Any) -> Usage | None:

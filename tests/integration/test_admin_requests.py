@@ -143,3 +143,51 @@ async def test_strings_a_client_chooses_are_cut_short_in_the_list(admin_gateway:
     assert row["model"] == model[:200]
     assert row["path"] == path[:200]
     assert row["key"] == "team-a"
+
+
+async def test_a_stream_cut_after_its_usage_report_is_billed_from_it(
+    admin_gateway: Client,
+) -> None:
+    """The usage chunk (the one the gateway asks for) arrived; [DONE] did not."""
+    stream = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
+    headers = {"Authorization": f"Bearer {KEY_A}", "x-mock-reply": "a b", "x-mock-cut-after": "5"}
+    resp = await admin_gateway.post("/v1/chat/completions", json=stream, headers=headers)
+    events = (await resp.read()).split(b"\n\n")
+    usage = next(orjson.loads(e[6:])["usage"] for e in events if b'"usage":{' in e)
+    assert await admin_gateway.app[DRAIN].wait_idle(5)
+    row = (await listed(admin_gateway))[0]
+    assert (row["outcome"], row["cost_source"]) == ("stream_interrupted", "usage")
+    reported = (usage["prompt_tokens"], usage["completion_tokens"])
+    assert (row["input_tokens"], row["output_tokens"]) == reported
+
+
+async def test_a_cut_stream_is_listed_with_the_tokens_it_was_billed_for(
+    admin_gateway: Client,
+) -> None:
+    stream = {**CHAT, "stream": True}
+    headers = {"Authorization": f"Bearer {KEY_A}", "x-mock-reply": "a b c", "x-mock-cut-after": "3"}
+    resp = await admin_gateway.post("/v1/chat/completions", json=stream, headers=headers)
+    await resp.read()
+    assert await admin_gateway.app[DRAIN].wait_idle(5)
+    row = (await listed(admin_gateway))[0]
+    assert (row["outcome"], row["cost_source"]) == ("stream_interrupted", "estimate")
+    assert row["output_tokens"] == 3  # one per event delivered
+    assert row["input_tokens"] is not None
+
+
+@pytest.mark.parametrize("status", ["500", "400"])
+async def test_an_unpriced_model_costs_nothing_when_the_provider_refuses(
+    admin_gateway: Client, status: str
+) -> None:
+    unpriced = {**CHAT, "model": "mystery-model"}
+    headers = {"Authorization": f"Bearer {KEY_A}", "x-mock-status": status}
+    resp = await admin_gateway.post("/v1/chat/completions", json=unpriced, headers=headers)
+    assert resp.status == int(status)
+    assert resp.headers["x-gateway-cost-usd"] == "0.000000"
+    assert await admin_gateway.app[DRAIN].wait_idle(5)
+    row = (await listed(admin_gateway))[0]
+    assert (row["cost_usd"], row["cost_source"]) == ("0.000000", "none")
+    answered = await admin_gateway.post(
+        "/v1/chat/completions", json=unpriced, headers={"Authorization": f"Bearer {KEY_A}"}
+    )
+    assert answered.headers["x-gateway-cost-usd"] == "0.050000"  # answered: billed flat

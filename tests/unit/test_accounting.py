@@ -132,3 +132,41 @@ def test_reservation_holds_the_cap_for_every_answer_asked_for(
 def test_the_routes_default_cap_is_held_for_every_answer_too() -> None:
     plan = plan_for(_ctx({"model": "gpt-4o", "n": 2, "messages": []}))
     assert plan.tokens == plan.input_estimate + 2 * 4096
+
+
+@pytest.mark.parametrize(
+    ("status", "outcome", "expected"),
+    [
+        (200, "ok", (5000, "unpriced", 510)),  # answered (without a usage report)
+        (504, "failed", (5000, "unpriced", 510)),  # the deadline passed while it worked
+        (200, "malformed_answer", (5000, "unpriced", 510)),
+        (500, "provider_error", (0, "none", 0)),  # the provider refused: it bills nothing
+        (400, "provider_error", (0, "none", 0)),
+        (502, "ok", (0, "none", 0)),  # unreachable, as priced before the outcome is set
+        (502, "failed", (0, "none", 0)),
+    ],
+)
+def test_an_unpriced_model_is_billed_flat_only_where_a_priced_one_would_cost(
+    status: int, outcome: str, expected: tuple[int, str, int]
+) -> None:
+    ctx = _ctx({"model": "x", "messages": []})
+    ctx.attempts, ctx.status, ctx.outcome = 1, status, outcome
+    assert bill(ctx, _plan(price=None)) == expected
+
+
+def test_a_stream_cut_after_its_final_usage_report_is_billed_from_the_report() -> None:
+    ctx = _ctx({"model": "x", "messages": []})
+    ctx.attempts, ctx.outcome, ctx.stream_events = 1, "stream_interrupted", 7
+    ctx.usage, ctx.usage_final = Usage(input_tokens=4, output_tokens=4), True
+    assert bill(ctx, _plan()) == (4 + 40, "usage", 8)
+
+
+def test_a_cut_stream_is_logged_with_the_tokens_it_was_billed_for() -> None:
+    """Anthropic reports the input at the start: the output is estimated from the events
+    delivered, and the request's usage (its log line, its statistics) says so."""
+    ctx = _ctx({"model": "x", "messages": []})
+    ctx.attempts, ctx.outcome, ctx.stream_events = 1, "client_disconnected", 4
+    ctx.usage = Usage(input_tokens=10, output_tokens=1)
+    assert bill(ctx, _plan()) == (10 + 40, "estimate", 14)
+    assert ctx.usage == Usage(input_tokens=10, output_tokens=4)
+    assert bill(ctx, _plan()) == (10 + 40, "estimate", 14)  # asked again: the same bill

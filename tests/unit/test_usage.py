@@ -66,6 +66,7 @@ def test_openai_stream_usage_from_final_chunk_split_across_reads() -> None:
     )
     for i in range(0, len(stream), 7):  # arbitrary network chunking
         reader.feed(stream[i : i + 7])
+        assert reader.final == (reader.usage is not None)  # the one report is the last
     assert reader.usage == Usage(12, 2, 0, 0)
 
 
@@ -75,11 +76,14 @@ def test_anthropic_stream_usage_from_message_start_and_delta() -> None:
         b"event: message_start\n"
         b'data: {"type":"message_start","message":{"usage":{"input_tokens":30,'
         b'"output_tokens":1,"cache_read_input_tokens":5}}}\n\n'
+    )
+    assert (reader.usage, reader.final) == (Usage(35, 1, 5, 0), False)  # the input only
+    reader.feed(
         b"event: message_delta\n"
         b'data: {"type":"message_delta","delta":{"stop_reason":"end_turn"},'
         b'"usage":{"output_tokens":42}}\n\n'
     )
-    assert reader.usage == Usage(35, 42, 5, 0)
+    assert (reader.usage, reader.final) == (Usage(35, 42, 5, 0), True)
 
 
 def test_sse_parser_handles_crlf_and_multiline_data() -> None:
