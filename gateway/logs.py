@@ -97,6 +97,17 @@ def _flush_quietly(out: BinaryIO) -> None:
 _stdout: io.BufferedWriter | None = None  # stdout's buffer, when Python left it unbuffered
 
 
+def status_sent(ctx: RequestContext) -> int | None:
+    """The status the client got: 499, as nginx logs it (and the metrics count it), when it
+    left before any."""
+    if ctx.status is None and ctx.outcome == "client_disconnected":
+        return CLIENT_LEFT
+    return ctx.status
+
+
+CLIENT_LEFT = 499
+
+
 def request_fields(ctx: RequestContext) -> dict[str, Any]:
     """The fields of a request's log line. SECURITY: names from config only, never secrets."""
     usage = ctx.usage
@@ -109,7 +120,7 @@ def request_fields(ctx: RequestContext) -> dict[str, Any]:
         "provider": ctx.provider.name if ctx.provider else None,
         "model": ctx.upstream_model or ctx.model,
         "stream": ctx.stream,
-        "status": ctx.status,
+        "status": status_sent(ctx),
         "outcome": ctx.outcome,
         "error_code": ctx.error_code,
         "attempts": ctx.attempts,

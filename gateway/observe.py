@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.context import RequestContext
+from gateway.logs import status_sent
 from gateway.metrics import ANOMALIES, METRICS, NONE, OTHER, Metrics
 from gateway.pipeline import Next, Stage
 from gateway.pricing import MICRO
@@ -86,10 +87,11 @@ def cache_result(ctx: RequestContext) -> str:
 
 
 def status_label(ctx: RequestContext) -> str:
-    """The HTTP status sent; 499 (as nginx logs it) when the client left before any."""
-    if ctx.status is not None:
-        return str(ctx.status) if 100 <= ctx.status <= 599 else OTHER
-    return "499" if ctx.outcome == "client_disconnected" else "500"
+    """The HTTP status sent, as the log line gives it (499 when the client left before any)."""
+    status = status_sent(ctx)
+    if status is None:
+        return "500"
+    return str(status) if 100 <= status <= 599 else OTHER
 
 
 def rejection_reason(ctx: RequestContext) -> str | None:

@@ -33,7 +33,10 @@ async def keys(request: web.Request) -> web.Response:
         stats = await accounting.stats(month)
         out = []
         for key in runtime.config.keys:
-            budgets = [(f"k:{key.name}", "key", key.budget)] + [
+            # Only the budgets it has: a key without one is not tracked per scope (its spend
+            # is in cost_this_month_usd), and a block of zeros would say it spent nothing.
+            own = [(f"k:{key.name}", "key", key.budget)] if key.budget is not None else []
+            budgets = own + [
                 (f"kr:{key.name}:{r}", f"route {r}", b) for r, b in key.route_budgets.items()
             ]
             entry: dict[str, Any] = {

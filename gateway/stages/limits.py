@@ -252,12 +252,13 @@ def _rate_limited(result: Limited, plan: Plan) -> GatewayError:
 def _exhausted(result: Exhausted, plan: Plan) -> GatewayError:
     label = next((s.label for s in plan.scopes if s.name == result.scope), result.scope)
     resets = _reset_time(result.period, result.day, result.month)
+    # What the store counts: spent, and held for requests still in flight.
     if result.period == "tokens":
         spent = f"{result.used} of its {result.limit} tokens this month"
     else:
         spent = f"${usd(result.used)} of its ${usd(result.limit)} budget this {result.period}"
     return BudgetExhausted(
-        f"Budget exhausted: {label} has used {spent} (this request may cost up to "
+        f"Budget exhausted: {label} has spent or reserved {spent} (this request may cost up to "
         f"${usd(plan.amount_micro)}). It resets at {resets}.",
         headers={"x-gateway-budget-remaining-usd": "0.000000", "x-gateway-budget-resets": resets},
     )

@@ -191,3 +191,17 @@ async def test_an_unpriced_model_costs_nothing_when_the_provider_refuses(
         "/v1/chat/completions", json=unpriced, headers={"Authorization": f"Bearer {KEY_A}"}
     )
     assert answered.headers["x-gateway-cost-usd"] == "0.050000"  # answered: billed flat
+
+
+async def test_a_client_that_left_before_any_answer_is_listed_as_499(
+    admin_gateway: Client,
+) -> None:
+    """As the metrics count it; and so the status filters find it."""
+    headers = {"Authorization": f"Bearer {KEY_A}", "x-mock-latency-ms": "2000"}
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.3):
+            await admin_gateway.post("/v1/chat/completions", json=CHAT, headers=headers)
+    assert await admin_gateway.app[DRAIN].wait_idle(5)
+    for query in ("?status=499", "?status=error", "?status=4xx"):
+        rows = await listed(admin_gateway, query)
+        assert [(r["status"], r["outcome"]) for r in rows] == [(499, "client_disconnected")]

@@ -70,6 +70,9 @@ async def test_admin_keys_shows_spent_and_limits(
     }
     assert budget["day"]["limit_usd"] == "0.500000"
     assert body["open_reservations"] == 0
+    # team-b has no budget: no block of zeros that would say it spent nothing.
+    team_b = next(k for k in body["keys"] if k["name"] == "team-b")
+    assert team_b["budgets"] == []
 
 
 async def test_admin_stats_totals_per_key_and_model_with_projection(

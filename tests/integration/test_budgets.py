@@ -91,7 +91,8 @@ async def test_key_budget_exhausted_is_429_insufficient_quota_naming_reset(
     error = (await third.json())["error"]
     assert error["code"] == "insufficient_quota"
     assert error["type"] == "insufficient_quota"
-    assert "key 'team-a' has used $0.120000 of its $0.200000 budget this day" in error["message"]
+    spent = "key 'team-a' has spent or reserved $0.120000 of its $0.200000 budget this day"
+    assert spent in error["message"]
     assert "resets at" in error["message"]
     assert error["message"].endswith("T00:00:00Z.")
     assert len(mock.requests) == 3
