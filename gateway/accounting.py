@@ -25,6 +25,7 @@ class Plan:
     """Decided before the upstream call; settled against after the answer."""
 
     billable: bool
+    model: str  # the model priced: the route's; a fallback that answers is priced as itself
     price: Price | None  # None: unpriced model, billed at `amount_micro`
     input_estimate: int
     amount_micro: int  # the worst case, reserved against every budget
@@ -43,18 +44,20 @@ def plan_for(ctx: RequestContext) -> Plan:
     runtime = ctx.runtime
     billable = ctx.request.method == "POST" and ctx.request.path in ctx.dialect.model_endpoints
     billable = billable and not ctx.request.path.endswith("/count_tokens")
-    price = runtime.prices.get(ctx.upstream_model or "")
+    model = ctx.upstream_model or ""
+    price = runtime.prices.get(model)
     input_estimate = len(ctx.upstream_body) // 4 + 1 if billable else 0
     output = max_output_tokens(ctx) if billable else 0
     if not billable:
         amount = 0
     elif price is None:
-        amount = round(runtime.config.accounting.unpriced_request_usd * MICRO)
+        amount = _unpriced_micro(ctx)
     else:
         amount = price.worst_case_micro(input_estimate, output)
     limits = key.rate_limit
     return Plan(
         billable=billable,
+        model=model,
         price=price,
         input_estimate=input_estimate,
         amount_micro=amount,
@@ -133,9 +136,10 @@ def bill(ctx: RequestContext, plan: Plan) -> tuple[int, str, int]:
     priced; a cut stream is estimated from what was delivered; an answer the provider may
     have billed but never reported costs the reservation; a provider error costs nothing."""
     usage = ctx.usage
+    price = _price(ctx, plan)
     if ctx.cache_status in ("HIT", "STALE"):
-        if usage is not None and plan.price is not None:
-            ctx.saved_micro = plan.price.cost_micro(usage)
+        if usage is not None and price is not None:
+            ctx.saved_micro = price.cost_micro(usage)
         return 0, "cache", 0
     if not plan.billable or ctx.attempts == 0:
         return 0, "none", 0
@@ -150,19 +154,30 @@ def bill(ctx: RequestContext, plan: Plan) -> tuple[int, str, int]:
             cached_input_tokens=seen.cached_input_tokens,
             cache_write_tokens=seen.cache_write_tokens,
         )
-        if plan.price is not None:
-            return plan.price.cost_micro(usage), "estimate", _tokens(usage)
+        if price is not None:
+            return price.cost_micro(usage), "estimate", _tokens(usage)
     answered = ctx.status is not None and ctx.status < 400 and ctx.outcome == "ok"
     maybe_billed = ctx.outcome in _MAYBE_BILLED or ctx.status == 504
-    if plan.price is None:  # not free: a flat amount, where a priced model would cost
+    if price is None:  # not free: a flat amount, where a priced model would cost
         if usage is None and not answered and not maybe_billed:
             return 0, "none", 0  # a provider error, or the provider never reached
-        return plan.amount_micro, "unpriced", _tokens(usage) or plan.tokens
+        flat = plan.amount_micro if plan.price is None else _unpriced_micro(ctx)
+        return flat, "unpriced", _tokens(usage) or plan.tokens
     if usage is not None:
-        return plan.price.cost_micro(usage), "usage", _tokens(usage)
+        return price.cost_micro(usage), "usage", _tokens(usage)
     if maybe_billed:
         return plan.amount_micro, "reserved", plan.tokens
     return 0, "none", 0
+
+
+def _price(ctx: RequestContext, plan: Plan) -> Price | None:
+    """The price of the model that answered: a fallback's own, not the route's model's."""
+    model = ctx.upstream_model or ""
+    return plan.price if model == plan.model else ctx.runtime.prices.get(model)
+
+
+def _unpriced_micro(ctx: RequestContext) -> int:
+    return round(ctx.runtime.config.accounting.unpriced_request_usd * MICRO)
 
 
 def _tokens(usage: Usage | None) -> int:

@@ -89,6 +89,11 @@ async def test_primary_always_500_falls_back_and_the_fallback_answers(
     assert ctx.provider is not None
     assert (ctx.provider.name, ctx.upstream_model) == ("backup", SPARE)
     assert gateway.app[RESILIENCE].snapshot().fallbacks == {("chat", "backup"): 1}
+    # Billed at the price of the model that answered (gpt-4o-mini: $0.15 in, $0.60 out per
+    # 1M tokens), not at gpt-4o's.
+    usage = (await resp.json())["usage"]
+    cost = -(-(usage["prompt_tokens"] * 150_000 + usage["completion_tokens"] * 600_000) // 10**6)
+    assert resp.headers["x-gateway-cost-usd"] == f"0.{cost:06d}"
 
 
 async def test_fallback_without_model_uses_the_primarys_model(

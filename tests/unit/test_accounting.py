@@ -36,6 +36,7 @@ def _ctx(
 def _plan(**kw: Any) -> Plan:
     fields: dict[str, Any] = {
         "billable": True,
+        "model": "x",
         "price": PRICE,
         "input_estimate": 10,
         "amount_micro": 5000,
@@ -170,3 +171,15 @@ def test_a_cut_stream_is_logged_with_the_tokens_it_was_billed_for() -> None:
     assert bill(ctx, _plan()) == (10 + 40, "estimate", 14)
     assert ctx.usage == Usage(input_tokens=10, output_tokens=4)
     assert bill(ctx, _plan()) == (10 + 40, "estimate", 14)  # asked again: the same bill
+
+
+def test_a_fallback_that_answers_is_billed_at_its_own_models_price() -> None:
+    """The plan priced the route's model; a fallback to another model answered."""
+    ctx = _ctx({"model": "gpt-4o", "messages": []})
+    plan = plan_for(ctx)
+    ctx.upstream_model = "gpt-4.1-mini"  # as the upstream stage records the answering target
+    ctx.attempts, ctx.usage = 2, Usage(input_tokens=5, output_tokens=5)
+    # gpt-4.1-mini: $0.40 in, $1.60 out per 1M tokens (gpt-4o: $2.50 and $10).
+    assert bill(ctx, plan) == (10, "usage", 10)
+    ctx.upstream_model = "mystery-fallback"  # unpriced: billed flat, not at gpt-4o's price
+    assert bill(ctx, plan) == (50_000, "unpriced", 10)
