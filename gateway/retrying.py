@@ -50,6 +50,7 @@ class TargetRetries:
         self._first_try = first_try  # e.g. a hedged pair of attempts
         self._holding_retry = False
         self.stop_reason: str | None = None
+        self._answered: AttemptFailed | None = None  # the last try the provider answered
 
     async def run(self) -> Answer:
         self._budget.enter()
@@ -62,6 +63,12 @@ class TargetRetries:
                 if not _retriable(failed):
                     raise
                 return await self._retry(failed)
+        except AttemptFailed as failed:
+            # The circuit opened on this request's own failures: the client gets the last
+            # real one (the provider's 500, its 429), not a 503 the provider never sent.
+            if failed.reason == "circuit_open" and self._answered is not None:
+                raise self._answered from None
+            raise
         finally:
             self._release_retry()  # a wait cut short (deadline, client gone) holds one
             self._budget.exit()
@@ -96,6 +103,10 @@ class TargetRetries:
                 first, self._first_try = self._first_try, None
                 return await first()
             return await attempt(self._ctx, self._res, self._target, self._deadline)
+        except AttemptFailed as failed:
+            if failed.reason != "circuit_open":
+                self._answered = failed
+            raise
         finally:
             self._release_retry()
 

@@ -309,3 +309,23 @@ async def test_a_client_in_a_hurry_does_not_open_the_circuit_for_everyone(
     patient = await gateway.post("/v1/chat/completions", json=CHAT, headers=AUTH)
     assert patient.status == 200
     assert len(mock.requests) == 3
+
+
+@pytest.mark.parametrize("status", [500, 429])
+async def test_a_circuit_opened_by_this_requests_own_failures_leaves_it_the_real_error(
+    build: Callable[..., Awaitable[Client]], mock: MockState, status: int
+) -> None:
+    """The third try finds the circuit open after the first two: the client gets the
+    provider's answer, not a 503 the provider never sent."""
+    gateway = await build(
+        retry={"attempts": 3, "base_s": 0.01, "max_s": 0.02},
+        circuit={"failures": 2, "cooldown_s": 60},
+    )
+    mock.push([ScriptStep(status=status)] * 2, model=PRIMARY)
+    resp = await gateway.post("/v1/chat/completions", json=CHAT, headers=AUTH)
+    assert resp.status == status
+    assert resp.headers["x-gateway-attempts"] == "2"
+    assert len(mock.requests) == 2
+    later = await gateway.post("/v1/chat/completions", json=CHAT, headers=AUTH)
+    assert later.status == 503  # a request that finds it open gets circuit_open, as before
+    assert (await later.json())["error"]["code"] == "circuit_open"
