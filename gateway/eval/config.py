@@ -19,7 +19,9 @@ DEFAULT_KEY_ENV = "GATEWAY_API_KEY"
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # No infinite or NaN numbers: `.inf` is valid YAML for a float (a timeout of .inf failed
+    # inside the HTTP client, as a traceback and the exit code of a worse prompt).
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class RequestParams(_Frozen):

@@ -228,3 +228,9 @@ def test_eval_wide_checks_come_before_each_case_s_own(tmp_path: Path) -> None:
     cases = [{"id": "c", "vars": {"text": "x"}, "checks": [{"type": "exact", "value": "x"}]}]
     path = write_eval(tmp_path, cases=cases, checks=[{"type": "max_length", "chars": 5}])
     assert [c.type for c in build_plan(path, KEY, {}).cases[0].checks] == ["max_length", "exact"]
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+def test_an_infinite_timeout_is_named_before_any_request(tmp_path: Path, value: float) -> None:
+    path = write_eval(tmp_path, timeout_s=value)
+    assert f"{path}: timeout_s: Input should be a finite number" in problems(path)
