@@ -47,7 +47,7 @@ def record_metrics(m: Metrics, ctx: RequestContext) -> None:
     if ctx.stream and ctx.ttfb_s is not None:
         observe(m.ttft, (route, model), ctx.ttfb_s)
     upstream_s = ctx.upstream_s
-    if upstream_s is not None:
+    if upstream_s is not None and ctx.attempts:  # not a request refused on its way there
         observe(m.upstream_duration, (provider, model), upstream_s)
     served_from_cache = cache in ("hit", "stale")
     usage = ctx.usage
@@ -60,7 +60,7 @@ def record_metrics(m: Metrics, ctx: RequestContext) -> None:
         add(m.cost, (key, route, model), ctx.cost_micro / MICRO)
     if ctx.cost_source == "unpriced":
         add(m.unpriced, (model,))
-    if cache != NONE:
+    if cache != NONE and ctx.outcome != "rejected":  # a refused request looked nothing up
         _record_cache(m, ctx, key, route, cache)
     reason = rejection_reason(ctx)
     if reason is not None:

@@ -17,7 +17,7 @@ class CacheStatsSnapshot:
     stale: int  # stale answers served because every upstream target failed
     errors: int  # Redis failures and timeouts (each one failed open)
     stores: int  # entries written
-    not_stored: int  # answers that were not a complete success, or too large
+    not_stored: int  # successful answers that could not be stored (incomplete, too large)
     saved_input_tokens: int  # usage of the original answers served on HIT and STALE
     saved_output_tokens: int
 

@@ -193,7 +193,8 @@ class _Job:
                 ctx, self.kind, response.status, self.plan.ttl_s, self.config.max_entry_bytes
             )
         if entry is None:
-            self.store.stats.not_stored += 1
+            if 200 <= response.status < 300:  # an error answer is never one to store
+                self.store.stats.not_stored += 1
             return response, None
         ttl_ms = int((self.plan.ttl_s + self.plan.stale_s) * 1000)
         # Stored in the background (it starts once this task next yields): neither the answer

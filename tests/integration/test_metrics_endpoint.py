@@ -157,3 +157,28 @@ async def test_unreachable_store_counts_request_log_failures_and_still_answers(
     assert sample(samples, "llm_gateway_request_log_dropped_total") == 1
     assert sample(samples, "llm_gateway_redis_errors_total", operation="request_log") == 1
     assert sample(samples, "llm_gateway_redis_errors_total", operation="metrics_refresh")
+
+
+async def test_a_refused_request_records_no_upstream_call_and_no_cache_lookup(
+    make_gateway: MakeGateway,
+) -> None:
+    limited = [{**FEATURES["keys"][0], "rate_limit": {"rpm": 1}}]
+    gateway = await make_gateway(**{**FEATURES, "keys": limited})
+    unsampled = {**CHAT, "temperature": 0.7}  # not cacheable: the cache lets it by
+    statuses = []
+    for _ in range(3):
+        resp = await gateway.post("/v1/chat/completions", json=unsampled, headers=AUTH)
+        statuses.append(resp.status)
+    assert statuses == [200, 429, 429]
+    samples = await scrape(gateway)
+    upstream = {"provider": "openai", "model": "gpt-4o-mini"}
+    assert sample(samples, "llm_gateway_upstream_duration_seconds_count", **upstream) == 1
+    assert sample(samples, "llm_gateway_cache_lookups_total", route="chat", result="bypass") == 1
+
+
+async def test_a_provider_error_is_no_answer_left_unstored(make_gateway: MakeGateway) -> None:
+    gateway = await make_gateway(**FEATURES)
+    failing = {**AUTH, "x-mock-status": "404"}
+    assert (await gateway.post("/v1/chat/completions", json=CHAT, headers=failing)).status == 404
+    samples = await scrape(gateway)
+    assert (sample(samples, "llm_gateway_cache_not_stored_total") or 0) == 0
