@@ -64,14 +64,30 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
         finally:
             drain.leave(task)
     except GatewayError as err:
-        return render_error(request, err)
+        return _refuse(request, err)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return render_error(request, _from_http(request, exc))
+        return _refuse(request, _from_http(request, exc))
     except Exception:  # the one broad catch: an unknown failure is a 500 with no detail
         _log.exception("unhandled", request_id=request[REQUEST_ID], path=request.path)
         return render_error(request, InternalError("The gateway failed unexpectedly."))
+
+
+def _refuse(request: web.Request, err: GatewayError) -> web.Response:
+    """A request the proxy took writes its own request line, with its outcome. One refused
+    before it (an unknown path, a path with a dot segment, a method never served, the admin
+    API's refusals) gets this line, for an operator watching what is tried."""
+    if CONTEXT not in request:
+        _log.info(
+            "refused",
+            request_id=request[REQUEST_ID],
+            method=request.method,
+            path=request.path,
+            status=err.status,
+            error_code=err.code,
+        )
+    return render_error(request, err)
 
 
 def _method_not_allowed(method: str) -> GatewayError:

@@ -6,7 +6,9 @@ from typing import Any
 
 import orjson
 import pytest
+import structlog.testing
 from aiohttp.test_utils import TestClient
+from yarl import URL
 
 from gateway.mock import MockState
 from tests.conftest import KEY_A, KEY_B
@@ -91,8 +93,6 @@ async def test_an_encoded_question_mark_stays_in_the_path_it_was_sent_in(
 ) -> None:
     """The provider gets the path as the client encoded it: `%3F` is part of the model id,
     not the start of a query string the client never sent."""
-    from yarl import URL
-
     url = URL("/v1/models/ft%3Amodel%3Fowner=x?limit=2", encoded=True)
     resp = await gateway.get(url, headers={"Authorization": f"Bearer {KEY_A}"})
     await resp.read()
@@ -124,3 +124,18 @@ async def test_a_method_that_echoes_the_request_is_refused_and_never_forwarded(
     assert "POST" in resp.headers["Allow"]
     assert (await resp.json())["error"]["code"] == "method_not_allowed"
     assert mock.requests == []
+
+
+async def test_a_request_refused_before_any_route_is_logged_in_one_line(
+    mock_url: str,
+) -> None:
+    """The proxy's requests have their request line; these never reach it."""
+    with structlog.testing.capture_logs() as logs:
+        async with serve_gateway(mock_url) as served:
+            unknown = await raw_exchange(served.port, _request("GET", "/nonv1/x"))
+            dotted = await raw_exchange(served.port, _request("GET", "/v1/models/../x"))
+            proxied = await raw_exchange(served.port, _request("GET", "/v1/models", "wrong"))
+    assert [status_of(a) for a in (unknown, dotted, proxied)] == [404, 400, 401]
+    refused = [(e["path"], e["status"], e["error_code"]) for e in logs if e["event"] == "refused"]
+    assert refused == [("/nonv1/x", 404, "unknown_url"), ("/v1/models/../x", 400, "invalid_path")]
+    assert all(e["request_id"] for e in logs if e["event"] == "refused")
