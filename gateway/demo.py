@@ -35,6 +35,8 @@ def demo_config(
             },
             {"name": "embeddings", "match": {"path": "/v1/embeddings"}, "provider": "openai"},
             {"name": "models", "match": {"path": "/v1/models*"}, "provider": "openai"},
+            # The Anthropic SDK's models.list(): the same path, its own provider's list.
+            {"name": "claude-models", "match": {"path": "/v1/models*"}, "provider": "anthropic"},
             {"name": "claude", "match": {"model": "claude-*"}, "provider": "anthropic"},
         ],
         "keys": [

@@ -1,4 +1,4 @@
-"""Anthropic wire shapes: messages (whole and streamed), token counts, errors."""
+"""Anthropic wire shapes: messages (whole and streamed), token counts, models, errors."""
 
 from __future__ import annotations
 
@@ -96,3 +96,27 @@ def message_events(turn: Turn) -> list[bytes]:
 
 def count_tokens_body(input_tokens: int) -> bytes:
     return orjson.dumps({"input_tokens": input_tokens})
+
+
+MODEL_CREATED_AT = "2025-10-01T00:00:00Z"
+
+
+def _model(model_id: str) -> dict[str, Any]:
+    name = " ".join(part.capitalize() for part in model_id.split("-"))
+    return {"type": "model", "id": model_id, "display_name": name, "created_at": MODEL_CREATED_AT}
+
+
+def models_body(model_ids: list[str]) -> bytes:
+    """GET /v1/models as Anthropic answers it: one page, newest first."""
+    return orjson.dumps(
+        {
+            "data": [_model(m) for m in model_ids],
+            "has_more": False,
+            "first_id": model_ids[0] if model_ids else None,
+            "last_id": model_ids[-1] if model_ids else None,
+        }
+    )
+
+
+def model_body(model_id: str) -> bytes:
+    return orjson.dumps(_model(model_id))

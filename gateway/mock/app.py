@@ -81,23 +81,25 @@ async def _answer(
         step = step_from_headers(recorded.headers)
     if step.latency_s > 0:
         await asyncio.sleep(step.latency_s)
-    fault = fault_response(endpoint.dialect, step, recorded.headers)
+    dialect = endpoint.dialect_for(recorded.headers)
+    fault = fault_response(dialect, step, recorded.headers)
     if fault is not None:
         return fault
     cached = cached_tokens(step, recorded.headers)
-    exchange = Exchange(state, body, step, cached, dict(request.match_info))
+    exchange = Exchange(state, body, step, cached, dict(request.match_info), dialect)
     return await _send(request, endpoint.answer(exchange), step)
 
 
 def _handler(endpoint: Endpoint, api_key: str | None) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         recorded = await _record(request)  # before any fault, so tests can count attempts
+        dialect = endpoint.dialect_for(recorded.headers)
         if not _authorized(recorded.headers, api_key):
-            return _unauthorized(endpoint.dialect)
+            return _unauthorized(dialect)
         try:
             return await _answer(request, endpoint, recorded)
         except MockError as error:
-            return error_response(endpoint.dialect, error.status, error.message, error.code)
+            return error_response(dialect, error.status, error.message, error.code)
 
     return handle
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,7 @@ class Exchange:
     step: ScriptStep
     cached_tokens: int
     match: dict[str, str]
+    dialect: Dialect = "openai"  # of a path both providers serve (/v1/models): the caller's
 
     @property
     def model(self) -> str:
@@ -66,6 +67,12 @@ class Endpoint:
     dialect: Dialect
     answer: Callable[[Exchange], Reply]
     scripted: bool = True  # whether scripts apply (requests with a JSON body naming a model)
+    # Served to both providers' clients, each in its own shape: Anthropic's when the request
+    # carries its `anthropic-version` header (as its SDK sends), else `dialect`'s.
+    shared: bool = False
+
+    def dialect_for(self, headers: Mapping[str, str]) -> Dialect:
+        return "anthropic" if self.shared and "anthropic-version" in headers else self.dialect
 
 
 def chat(exchange: Exchange) -> Reply:
@@ -122,15 +129,25 @@ def embed(exchange: Exchange) -> Reply:
 
 
 def models(exchange: Exchange) -> Reply:
+    if exchange.dialect == "anthropic":
+        return anthropic_wire.models_body(_claude_models())
     return openai_wire.models_body()
 
 
 def model(exchange: Exchange) -> Reply:
     model_id = exchange.match["model_id"]
+    if exchange.dialect == "anthropic":
+        if model_id not in _claude_models():
+            raise MockError(404, f"model: {model_id}")
+        return anthropic_wire.model_body(model_id)
     body = openai_wire.model_body(model_id)
     if body is None:
         raise MockError(404, f"The model '{model_id}' does not exist", "model_not_found")
     return body
+
+
+def _claude_models() -> list[str]:
+    return [m for m in openai_wire.MODEL_IDS if m.startswith("claude-")]
 
 
 ENDPOINTS = (
@@ -138,8 +155,8 @@ ENDPOINTS = (
     Endpoint("POST", "/v1/completions", "openai", completions),
     Endpoint("POST", "/v1/embeddings", "openai", embed),
     Endpoint("POST", "/v1/responses", "openai", responses),
-    Endpoint("GET", "/v1/models", "openai", models, scripted=False),
-    Endpoint("GET", "/v1/models/{model_id}", "openai", model, scripted=False),
+    Endpoint("GET", "/v1/models", "openai", models, scripted=False, shared=True),
+    Endpoint("GET", "/v1/models/{model_id}", "openai", model, scripted=False, shared=True),
     Endpoint("POST", "/v1/messages", "anthropic", messages),
     Endpoint("POST", "/v1/messages/count_tokens", "anthropic", count_tokens),
 )

@@ -9,6 +9,7 @@ import sys
 from contextlib import suppress
 
 import aiohttp
+from anthropic import AsyncAnthropic
 from openai import AsyncOpenAI
 
 from tests.processes import free_port
@@ -43,6 +44,11 @@ async def test_demo_serves_the_printed_key_and_stops_on_ctrl_c() -> None:
                 model="gpt-4o-mini", messages=[{"role": "user", "content": "Hello"}]
             )
         assert answer.choices[0].message.content == "Mock answer: Hello"
+        async with AsyncAnthropic(base_url=url, api_key=key.group(1)) as claude:
+            listed = [m.id async for m in claude.models.list()]
+            one = await claude.models.retrieve(listed[0])
+        assert listed == ["claude-sonnet-4-5", "claude-haiku-4-5"]
+        assert (one.id, one.type) == ("claude-sonnet-4-5", "model")
         async with aiohttp.ClientSession() as session, session.get(f"{url}/readyz") as ready:
             assert ready.status == 200
         proc.send_signal(signal.SIGINT)
