@@ -135,7 +135,10 @@ async def stamp_headers(request: web.Request, response: web.StreamResponse) -> N
     request[PREPARED] = response  # a drain that cuts a stream ends it through this
     response.headers["Server"] = SERVER
     if request.app[DRAIN].draining:
-        response.force_close()  # a draining process takes no further request on this one
+        # A draining process takes no further request on this connection, and says so: the
+        # header was decided before this hook, which alone would only close it.
+        response.force_close()
+        response.headers["Connection"] = "close"
     # Taken off the request: the context refers to the request, and the two referring to each
     # other would leave every request's objects to the cycle collector.
     ctx = request.pop(CONTEXT, None)

@@ -155,7 +155,6 @@ class _Job:
         """A stored answer, in the form the client asked for (stream or not)."""
         ctx = self.ctx
         mark(ctx, status)
-        ctx.response_headers.setdefault("x-gateway-attempts", "0")
         ctx.usage = entry.usage  # what the answer cost when it was made: what this hit saved
         ctx.ttfb_s = ctx.elapsed_s()
         stream = ctx.stream and streams(entry)

@@ -15,7 +15,9 @@ async def choose_route(ctx: RequestContext, call_next: Next) -> web.StreamRespon
     route = _select(ctx)
     ctx.route = route.config
     ctx.provider = route.provider
-    ctx.response_headers["x-gateway-route"] = route.config.name
+    headers = ctx.response_headers
+    headers["x-gateway-route"] = route.config.name
+    headers["x-gateway-attempts"] = "0"  # until a try is made (a refusal, a cache hit: none)
     ctx.upstream_model = route.config.model or ctx.model
     ctx.upstream_body = ctx.body
     if ctx.payload is not None and ctx.upstream_model != ctx.model:

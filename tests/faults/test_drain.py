@@ -111,6 +111,7 @@ async def test_sigterm_lets_requests_in_flight_finish_settles_them_and_exits_0(
         async with prober.get(f"{gateway.url}/readyz") as ready:
             assert ready.status == 503
             assert await ready.json() == {"status": "draining"}
+            assert ready.headers["Connection"] == "close"  # and the connection is not reused
         with pytest.raises(aiohttp.ClientConnectionError):
             async with aiohttp.ClientSession() as late:
                 await late.get(f"{gateway.url}/healthz")
@@ -152,6 +153,7 @@ async def test_streams_past_the_drain_timeout_end_with_an_error_event_and_are_bi
     assert b_status == 503
     assert orjson.loads(b_body)["error"]["code"] == "shutting_down"
     assert b_headers["x-should-retry"] == "true"
+    assert b_headers["Connection"] == "close"
     assert await gateway.exit_code(timeout_s=8) == 0
     lines = gateway.request_lines()
     assert lines["long"][0]["outcome"] == "stream_interrupted"

@@ -87,6 +87,7 @@ async def test_key_budget_exhausted_is_429_insufficient_quota_naming_reset(
         ).status == 200
     third = await gateway.post("/v1/chat/completions", json=CHAT, headers=headers)
     assert third.status == 429
+    assert (third.headers["x-gateway-route"], third.headers["x-gateway-attempts"]) == ("chat", "0")
     assert third.headers["x-should-retry"] == "false"
     error = (await third.json())["error"]
     assert error["code"] == "insufficient_quota"

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from gateway.config import ConfigError, load_config, parse_config
+from gateway.runtime import Runtime
 from tests.conftest import base_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,9 +23,25 @@ def _error(data: Any, env: dict[str, str] | None = None) -> str:
 
 def test_shipped_example_config_is_valid() -> None:
     config = load_config(ROOT / "config" / "gateway.example.yaml", env={})
-    assert [r.name for r in config.routes][:3] == ["classify-cheap", "chat-cheap", "openai"]
+    assert [r.name for r in config.routes][:3] == ["classify-cheap", "chat-cheap", "local"]
     assert config.routes[1].model == "gpt-4o-mini"
     assert config.keys[0].budget is not None
+
+
+def test_the_example_routes_each_model_to_the_provider_its_comments_name() -> None:
+    """As the routing stage chooses: in order, in the client's wire format."""
+    runtime = Runtime.build(load_config(ROOT / "config" / "gateway.example.yaml", env={}))
+
+    def first(path: str, model: str, kind: str = "openai") -> str:
+        return next(
+            r.config.name
+            for r in runtime.routes
+            if r.provider.kind == kind and r.matches(path, model) and r.accepts("k", {}, 9)
+        )
+
+    assert first("/v1/chat/completions", "llama3.1-70b") == "local"
+    assert first("/v1/chat/completions", "gpt-4.1") == "openai"
+    assert first("/v1/messages", "claude-sonnet-4-5", "anthropic") == "claude"
 
 
 def test_env_reference_is_expanded_and_secret_is_hidden() -> None:
