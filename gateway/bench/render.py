@@ -95,7 +95,7 @@ def _phases(report: Report) -> list[str]:
         for p in report.phases
     ]
     lines = ["### Requests (wrk)", ""]
-    runs = max((p.runs for p in report.phases), default=1)
+    runs = max((p.runs for p in report.phases if p.target != "direct"), default=1)
     if runs > 1:
         lines += [f"Each proxy row is the median of {runs} runs (see the notes).", ""]
     return lines + _table(header, rows)

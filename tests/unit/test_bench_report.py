@@ -343,3 +343,12 @@ def test_json_holds_the_phases_the_targets_and_derived_figures() -> None:
     assert miss["cpu_vs_forwarder"] == 2.5
     assert {t["name"] for t in data["targets"]} >= {"CPU per request, cache miss"}
     assert data["soak"]["growth_mib"] == 1.0
+
+
+def test_one_round_is_not_called_a_median_of_the_two_direct_runs() -> None:
+    """`direct` runs before and after the proxies; the proxies' rounds are what is counted."""
+    report = sample_report()
+    report.phases = [replace(p, runs=2 if p.target == "direct" else 1) for p in report.phases]
+    assert "median of" not in markdown(report).split("### Streaming")[0]
+    report.phases = [replace(p, runs=2 if p.target == "direct" else 3) for p in report.phases]
+    assert "Each proxy row is the median of 3 runs" in markdown(report)
