@@ -52,7 +52,7 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
         path = request.path
         if ("/." in path or "\\" in path) and _dot_segments(path):
             raise BadRequest(
-                f"The path {request.path!r} has a '.' or '..' segment; send the path itself.",
+                f"The path {path!r} has a '.' or '..' segment; send the path itself.",
                 code="invalid_path",
             )
         drain = app[DRAIN]

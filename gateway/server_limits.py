@@ -102,6 +102,8 @@ class GatewayRunner(web.AppRunner):
     runs (see `_Connection`)."""
 
     async def _make_server(self) -> web.Server:
+        # aiohttp has no setting for the class of its connections: the server it built (with
+        # the app's handler, request factory and options) is given a subclass that adds none.
         server = await super()._make_server()
         server.__class__ = _Server
         return server
