@@ -11,6 +11,8 @@ end
 local function cache_lock(lock_key, token, ttl)  -- 'leader', 'follower' or 'none'
   if token ~= '' then  -- a token asks for the lock
     if redis.call('SET', lock_key, token, 'NX', 'PX', ttl) then return 'leader' end
+    -- its own, when the same call is sent again after a lost reply
+    if redis.call('GET', lock_key) == token then return 'leader' end
     return 'follower'
   end
   if redis.call('EXISTS', lock_key) == 1 then return 'follower' end

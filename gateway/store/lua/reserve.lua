@@ -15,6 +15,17 @@ local id, amount, tokens, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), t
 local rpm, tpm, rate_key = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
 local hold, n = ARGV[8] == '1', tonumber(ARGV[9])
 
+-- This very reservation sent again (its reply was lost with a connection, and the client
+-- sends what was not answered once more) finds itself held: it is answered as it was held,
+-- and is neither held a second time (a hold no settle would release) nor counted again.
+if hold and n > 0 then
+  local rec = redis.call('HGET', p .. 'resv', id)
+  if rec then
+    local rday, rmonth = string.match(rec, '^[^|]*|[^|]*|([^|]*)|([^|]*)|')
+    return {1, '-1', -1, rday, rmonth, 1}
+  end
+end
+
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
