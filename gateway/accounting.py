@@ -189,12 +189,13 @@ def stat_fields(ctx: RequestContext, cost: int, tokens: int) -> StatFields:
     route, _ = ctx.target()
     key = ctx.authenticated_key()
     usage = ctx.usage
+    spent = usage is not None and ctx.cache_status not in ("HIT", "STALE")  # else the entry's
     values = {
         "requests": 1,
         "cost": cost,
         "tokens": tokens,
-        "in": usage.input_tokens if usage and ctx.cache_status != "HIT" else 0,
-        "out": usage.output_tokens if usage and ctx.cache_status != "HIT" else 0,
+        "in": usage.input_tokens if spent and usage else 0,
+        "out": usage.output_tokens if spent and usage else 0,
         "hits": int(ctx.cache_status in ("HIT", "STALE")),
         "misses": int(ctx.cache_status == "MISS"),
         "saved": ctx.saved_micro,

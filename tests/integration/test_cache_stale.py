@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
+from gateway.accounting import local_periods
 from gateway.cache import entries, storage
 from gateway.cache.state import cache_stats
+from gateway.drain import DRAIN
 from gateway.mock import MockState
 from gateway.stages import cache as cache_stage
+from gateway.store.accounting import ACCOUNTING
 from tests.integration.test_cache import A, Client, MakeGateway, cache_config, chat, post
 
 FAILING = {**A, "x-mock-status": "500"}
@@ -94,3 +98,23 @@ async def test_route_without_stale_window_gives_the_error(
     resp, _ = await post(gateway, chat(), FAILING)
     assert resp.status >= 500
     assert resp.headers["x-gateway-cache"] == "MISS"
+
+
+async def test_a_stale_answer_counts_no_tokens_as_spent_in_the_statistics(
+    gateway: Client,
+) -> None:
+    """Nothing was spent upstream for it: as for a hit, its tokens are what it saved. The
+    statistics count the tokens of the miss that filled the entry, once."""
+    resp, body = await post(gateway, chat(), FAILING)
+    assert resp.headers["x-gateway-cache"] == "STALE"
+    usage = orjson.loads(body)["usage"]  # the miss's own, kept in the entry
+    app = gateway.server.app
+    assert await app[DRAIN].wait_idle(5)
+    accounting = app[ACCOUNTING]
+    await accounting.flush_stats()
+    stats = await accounting.stats(local_periods()[1])
+    assert (stats["all:requests"], stats["all:hits"]) == (2, 1)
+    assert (stats["all:in"], stats["all:out"]) == (
+        usage["prompt_tokens"],
+        usage["completion_tokens"],
+    )
