@@ -47,6 +47,7 @@ async def call_upstream(ctx: RequestContext, call_next: Next) -> web.StreamRespo
             release(failed)  # the failed tries' state, which refers to itself
     except TimeoutError:
         return await _give_up_late(ctx, res, deadline)
+    answer = await _json_repaired(ctx, res, answer, deadline)
     _answered_by(ctx, answer.target)
     if answer.streaming:
         return await relay_stream(ctx, answer.upstream, answer.first)
@@ -76,7 +77,7 @@ async def _first_answer(ctx: RequestContext, res: Resilience, deadline: Deadline
             if last is None or failed.reason != "circuit_open":
                 last = failed
             continue
-        return await _json_repaired(ctx, res, answer, deadline)
+        return answer
     if last is None:  # request_targets always returns the primary
         raise RuntimeError("no upstream target")
     raise last
@@ -131,7 +132,9 @@ async def _json_repaired(
     ctx: RequestContext, res: Resilience, answer: Answer, deadline: Deadline
 ) -> Answer:
     """With `json_repair: retry`, an answer that is not the JSON the client asked for is
-    asked for once more from the same target; the better of the two is kept."""
+    asked for once more from the same target; the better of the two is kept. The first is
+    in hand: a second try the deadline cuts short leaves it the answer (outside the first
+    answer's timeout, which would have thrown it away for a 504)."""
     route, _ = ctx.target()
     if answer.streaming or route.json_repair != "retry":
         return answer
@@ -143,9 +146,13 @@ async def _json_repaired(
     res.stats.retries[(answer.target.provider.name, "invalid_json")] += 1
     _log.info("json_repair", request_id=ctx.request_id, target=answer.target.label)
     add_anomaly(ctx, "invalid_json")
+    remaining = deadline.remaining_s()
+    if remaining <= 0:
+        return answer
     try:
-        second = await attempt(ctx, res, answer.target, deadline)
-    except AttemptFailed:
+        async with asyncio.timeout(remaining):
+            second = await attempt(ctx, res, answer.target, deadline)
+    except (AttemptFailed, TimeoutError):
         return answer
     # The provider bills both answers, so the request is charged for both.
     second.earlier_usage = answer.target.provider.usage_from_body(parsed)

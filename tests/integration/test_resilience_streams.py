@@ -251,3 +251,22 @@ async def test_truncated_answer_is_recorded(build: Build, mock: MockState) -> No
     resp = await gateway.post("/v1/chat/completions", json=payload, headers=AUTH)
     assert (await resp.json())["choices"][0]["finish_reason"] == "length"
     assert seen[0].anomalies == ["truncated"]
+
+
+async def test_a_json_repair_cut_by_the_deadline_leaves_the_first_answer(
+    build: Build, mock: MockState
+) -> None:
+    """The first answer arrived in time; the second try is still running when the
+    request's deadline passes. The client gets the first, billed from its usage."""
+    seen: list[RequestContext] = []
+    gateway = await build(seen, json_repair="retry", timeout_s=0.5)
+    mock.push([ScriptStep(reply="not json"), ScriptStep(reply='{"ok": 1}', latency_s=3)])
+    resp = await gateway.post("/v1/chat/completions", json=JSON_CHAT, headers=AUTH)
+    assert resp.status == 200
+    body = await resp.json()
+    assert body["choices"][0]["message"]["content"] == "not json"
+    assert resp.headers["x-gateway-attempts"] == "2"
+    (ctx,) = seen
+    assert ctx.cost_source == "usage"
+    assert ctx.usage is not None
+    assert ctx.usage.input_tokens == body["usage"]["prompt_tokens"]
