@@ -1,9 +1,12 @@
 """A reservation sent twice (its reply lost with a connection, the store client sends it once
-more) holds once: a second hold would be one no settle releases."""
+more) holds once: a second hold would be one no settle releases. The cache lock it carries
+stays its own."""
 
 from __future__ import annotations
 
 from gateway.accounting import local_periods
+from gateway.cache.stats import CacheStats
+from gateway.cache.storage import CacheStore, Scripts, StoreHealth
 from gateway.store import open_store
 from gateway.store.accounting import Accounting, Reserved, Scope, held_key
 
@@ -35,3 +38,19 @@ async def test_a_reservation_sent_again_is_answered_as_held_and_held_once(
     assert isinstance(other, Reserved)
     assert other.held
     assert after == 600  # req-2's hold alone once req-1 settled
+
+
+async def test_a_cache_lock_asked_again_with_its_own_token_is_still_led(store_url: str) -> None:
+    """The lock rides along with the reservation: sent again, it must not make its own
+    request a follower waiting for itself."""
+    store = open_store(store_url)
+    cache = CacheStore(
+        store, Scripts.load(Accounting(store).reserve_script), StoreHealth(), CacheStats()
+    )
+    try:
+        first = await cache.lookup("llmgw:c:resent", "token-1", 5.0)
+        again = await cache.lookup("llmgw:c:resent", "token-1", 5.0)
+        other = await cache.lookup("llmgw:c:resent", "token-2", 5.0)
+    finally:
+        await store.aclose()
+    assert (first.lock, again.lock, other.lock) == ("leader", "leader", "follower")
