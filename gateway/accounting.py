@@ -137,7 +137,7 @@ def bill(ctx: RequestContext, plan: Plan) -> tuple[int, str, int]:
     have billed but never reported costs the reservation; a provider error costs nothing."""
     usage = ctx.usage
     price = _price(ctx, plan)
-    if ctx.cache_status in ("HIT", "STALE"):
+    if ctx.from_cache:
         if usage is not None and price is not None:
             ctx.saved_micro = price.cost_micro(usage)
         return 0, "cache", 0
@@ -188,15 +188,15 @@ def stat_fields(ctx: RequestContext, cost: int, tokens: int) -> StatFields:
     """Month-to-date counters for the admin statistics, per key, model, route and in total."""
     route, _ = ctx.target()
     key = ctx.authenticated_key()
-    usage = ctx.usage
-    spent = usage is not None and ctx.cache_status not in ("HIT", "STALE")  # else the entry's
+    from_cache = ctx.from_cache
+    usage = None if from_cache else ctx.usage  # a cache entry's tokens were not spent now
     values = {
         "requests": 1,
         "cost": cost,
         "tokens": tokens,
-        "in": usage.input_tokens if spent and usage else 0,
-        "out": usage.output_tokens if spent and usage else 0,
-        "hits": int(ctx.cache_status in ("HIT", "STALE")),
+        "in": usage.input_tokens if usage else 0,
+        "out": usage.output_tokens if usage else 0,
+        "hits": int(from_cache),
         "misses": int(ctx.cache_status == "MISS"),
         "saved": ctx.saved_micro,
     }

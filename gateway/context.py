@@ -39,6 +39,9 @@ class Usage:
     cache_write_tokens: int = 0
 
 
+_FROM_CACHE = ("HIT", "STALE")
+
+
 @dataclass(slots=True)
 class RequestContext:
     """What the stages learn about one request, from arrival to the last byte sent."""
@@ -105,6 +108,12 @@ class RequestContext:
         self.app = self.request.app
         if not self.unique_id:
             self.unique_id = self.request_id
+
+    @property
+    def from_cache(self) -> bool:
+        """Answered from a cache entry (a hit, or a stale one when every target failed): no
+        tokens spent upstream, nothing billed."""
+        return self.cache_status in _FROM_CACHE
 
     def elapsed_s(self) -> float:
         return time.perf_counter() - self.started
