@@ -147,13 +147,7 @@ def _read(path: Path) -> str | None:
 
 def process_tree(root: int) -> list[int]:
     """`root` and every process descended from it."""
-    children: dict[int, list[int]] = {}
-    for entry in PROC.iterdir():
-        if not entry.name.isdigit():
-            continue
-        text = _read(entry / "stat")
-        if text is not None:
-            children.setdefault(parse_stat(text).ppid, []).append(int(entry.name))
+    children = _children_by_parent()
     tree, todo = [], [root]
     while todo:
         pid = todo.pop()
@@ -202,7 +196,7 @@ def place_workers(root: int, cpus: Sequence[int], count: int, timeout_s: float =
     order they were started), every thread of it, on a CPU of its own: the i-th on `cpus[i]`."""
     deadline = time.monotonic() + timeout_s
     while True:
-        workers = _children(root)
+        workers = sorted(_children_by_parent().get(root, []))
         if len(workers) >= count:
             break
         if time.monotonic() > deadline:
@@ -213,13 +207,13 @@ def place_workers(root: int, cpus: Sequence[int], count: int, timeout_s: float =
             os.sched_setaffinity(tid, {cpu})
 
 
-def _children(root: int) -> list[int]:
-    found = []
+def _children_by_parent() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
     for entry in PROC.iterdir():
         text = _read(entry / "stat") if entry.name.isdigit() else None
-        if text is not None and parse_stat(text).ppid == root:
-            found.append(int(entry.name))
-    return sorted(found)
+        if text is not None:
+            children.setdefault(parse_stat(text).ppid, []).append(int(entry.name))
+    return children
 
 
 @contextmanager

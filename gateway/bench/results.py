@@ -132,8 +132,7 @@ class Report:
     soak: SoakResult | None = None
     workers: list[WorkersResult] = field(default_factory=list)
     workers_note: str = ""
-    # How many CPUs the workers were pinned to: 2, a core each (their scaling is measured);
-    # 1, one CPU shared (what a second worker costs there is measured, not its speed-up);
+    # How many CPUs the workers were pinned to: 2, a core each (their scaling is judged);
     # 0, not pinned (sharing the cores with the load, their figures say little).
     workers_cpus: int = 0
     # A core each, the second worker's shared with the load (a two-CPU machine): the speed-up

@@ -102,8 +102,8 @@ def _workers(report: Report) -> Check:
     requests/s cannot double, and the speed-up is projected from the CPU per request: each
     worker's capacity is one core over its CPU per request, so two workers that cost what
     one does serve twice its requests. (A worker beside the load costs what one alone does:
-    0.81x to 1.04x in alternated runs.) Two workers on one shared CPU are no projection: two
-    interpreters taking turns on one core cost 1.0x to 1.6x within an hour."""
+    0.81x to 1.04x in alternated runs.) Unpinned workers share the cores with the load, and
+    their figures are not judged."""
     name, target = "--workers 2 scaling", "close to 2x on two cores"
     pairs = _worker_pairs(report)
     if not pairs:
