@@ -30,15 +30,17 @@ class ConfigError(Exception):
     """A configuration problem; the message names the file, the field path and the problem."""
 
 
-class _Frozen(BaseModel):
-    # No infinite or NaN amounts, timeouts or prices: `.inf` is valid YAML for a float.
+class Frozen(BaseModel):
+    """A config section (the gateway's, an eval file's): immutable, no unknown field, and no
+    infinite or NaN amount, timeout or price (`.inf` is valid YAML for a float)."""
+
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 _STORE_SCHEMES = ("memory", "redis", "rediss", "unix", "redis-cluster", "rediss-cluster")
 
 
-class StorageConfig(_Frozen):
+class StorageConfig(Frozen):
     url: str = "memory://"
 
     @field_validator("url")
@@ -65,7 +67,7 @@ class StorageConfig(_Frozen):
     breaker_open_s: float = Field(5.0, gt=0)
 
 
-class ServerConfig(_Frozen):
+class ServerConfig(Frozen):
     """Where and how `gateway serve` listens; every field here takes effect at start only."""
 
     host: str = "127.0.0.1"
@@ -87,12 +89,12 @@ class ServerConfig(_Frozen):
     max_headers: int = Field(100, ge=8)
 
 
-class LoggingConfig(_Frozen):
+class LoggingConfig(Frozen):
     format: Literal["json", "console"] = "json"
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
-class ProviderConfig(_Frozen):
+class ProviderConfig(Frozen):
     kind: Literal["openai", "anthropic"]
     base_url: Annotated[str, Field(pattern=r"^https?://[^\s/]+")]
     api_key: SecretStr | None = None
@@ -100,7 +102,7 @@ class ProviderConfig(_Frozen):
     headers: dict[str, str] = Field(default_factory=dict)
 
 
-class RetryConfig(_Frozen):
+class RetryConfig(Frozen):
     """Retries of one target before the next fallback is tried."""
 
     attempts: int = Field(3, ge=1, le=10)  # tries per target, the first one included
@@ -111,7 +113,7 @@ class RetryConfig(_Frozen):
     ttfb_timeout_s: float | None = Field(None, gt=0)  # streams: first byte of each try
 
 
-class CircuitConfig(_Frozen):
+class CircuitConfig(Frozen):
     """Per (provider, model): opens on consecutive failures or on an error rate."""
 
     failures: int = Field(5, ge=1)
@@ -121,12 +123,12 @@ class CircuitConfig(_Frozen):
     cooldown_s: float = Field(30.0, gt=0)
 
 
-class FallbackTarget(_Frozen):
+class FallbackTarget(Frozen):
     provider: Name
     model: str | None = None  # None: the model the primary would have used
 
 
-class CacheConfig(_Frozen):
+class CacheConfig(Frozen):
     """Response cache of a route; a route without a `cache` section does not cache."""
 
     enabled: bool = True
@@ -137,7 +139,7 @@ class CacheConfig(_Frozen):
     stale_s: float = Field(0.0, ge=0)  # serve-stale window past expiry when every target fails
 
 
-class BudgetConfig(_Frozen):
+class BudgetConfig(Frozen):
     """Spending caps over UTC calendar periods; at least one must be set."""
 
     usd_per_day: float | None = Field(None, gt=0)
@@ -151,12 +153,12 @@ class BudgetConfig(_Frozen):
         return self
 
 
-class RateLimitConfig(_Frozen):
+class RateLimitConfig(Frozen):
     rpm: int | None = Field(None, gt=0)  # requests per minute
     tpm: int | None = Field(None, gt=0)  # tokens per minute (input estimate + max output)
 
 
-class PriceConfig(_Frozen):
+class PriceConfig(Frozen):
     """USD per 1M tokens."""
 
     input: float = Field(ge=0)
@@ -165,7 +167,7 @@ class PriceConfig(_Frozen):
     cache_write: float | None = Field(None, ge=0)  # default: the input price
 
 
-class AccountingConfig(_Frozen):
+class AccountingConfig(Frozen):
     # A reservation not settled within this time (a crashed process) is charged in full.
     reservation_ttl_s: int = Field(900, ge=1)
     # What a request to a model without a price costs (reserved and billed): never free.
@@ -175,19 +177,19 @@ class AccountingConfig(_Frozen):
     budget_on_store_error: Literal["refuse", "allowance"] = "refuse"
 
 
-class ListenConfig(_Frozen):
+class ListenConfig(Frozen):
     host: str = "127.0.0.1"
     port: int = Field(ge=1, le=65535)
 
 
-class AdminConfig(_Frozen):
+class AdminConfig(Frozen):
     token_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
     # SECURITY: serve the admin API on its own (loopback) address only; it is then 404 on the
     # public port. Takes effect at start only.
     listen: ListenConfig | None = None
 
 
-class RouteMatch(_Frozen):
+class RouteMatch(Frozen):
     """Every condition given must hold. Globs for path and model; exact header values."""
 
     path: str = "/v1/*"
@@ -197,7 +199,7 @@ class RouteMatch(_Frozen):
     max_body_bytes: int | None = Field(None, gt=0)  # only requests at most this large
 
 
-class RouteConfig(_Frozen):
+class RouteConfig(Frozen):
     name: Name
     match: RouteMatch = RouteMatch()
     provider: Name
@@ -218,7 +220,7 @@ class RouteConfig(_Frozen):
     default_max_output_tokens: int = Field(4096, gt=0)
 
 
-class KeyConfig(_Frozen):
+class KeyConfig(Frozen):
     name: Name
     key_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
     routes: list[str] = Field(min_length=1)
@@ -231,7 +233,7 @@ class KeyConfig(_Frozen):
     outage_allowance_usd: float = Field(0.0, ge=0)
 
 
-class GatewayConfig(_Frozen):
+class GatewayConfig(Frozen):
     storage: StorageConfig = StorageConfig()
     server: ServerConfig = ServerConfig()
     logging: LoggingConfig = LoggingConfig()

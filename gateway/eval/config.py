@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
+from gateway.config import Frozen
 from gateway.eval.checks import Check
 from gateway.eval.errors import EvalInputError, describe_validation
 
@@ -18,13 +19,7 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 DEFAULT_KEY_ENV = "GATEWAY_API_KEY"
 
 
-class _Frozen(BaseModel):
-    # No infinite or NaN numbers: `.inf` is valid YAML for a float (a timeout of .inf failed
-    # inside the HTTP client, as a traceback and the exit code of a worse prompt).
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
-
-
-class RequestParams(_Frozen):
+class RequestParams(Frozen):
     """OpenAI chat parameters sent with every request; unset ones are left out of the body."""
 
     temperature: float | None = Field(None, ge=0, le=2)
@@ -38,7 +33,7 @@ class RequestParams(_Frozen):
         return self.model_dump(exclude_none=True)
 
 
-class PromptSpec(_Frozen):
+class PromptSpec(Frozen):
     """One prompt: system and user templates, inline or as files relative to the eval file."""
 
     label: str | None = None
@@ -59,12 +54,12 @@ class PromptSpec(_Frozen):
         return self
 
 
-class Prompts(_Frozen):
+class Prompts(Frozen):
     A: PromptSpec
     B: PromptSpec
 
 
-class JudgeSpec(_Frozen):
+class JudgeSpec(Frozen):
     """The model that grades `judge` checks, and its request parameters."""
 
     model: str = Field(min_length=1)
@@ -72,7 +67,7 @@ class JudgeSpec(_Frozen):
     max_tokens: int = Field(300, gt=0)
 
 
-class EvalSpec(_Frozen):
+class EvalSpec(Frozen):
     description: str | None = None
     gateway_url: Annotated[str, Field(pattern=r"^https?://[^\s/]+")] = DEFAULT_URL
     api_key_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] = DEFAULT_KEY_ENV
