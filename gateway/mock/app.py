@@ -70,7 +70,7 @@ async def _send(request: web.Request, reply: Reply, step: ScriptStep) -> web.Str
 
 
 async def _answer(
-    request: web.Request, endpoint: Endpoint, recorded: RecordedRequest
+    request: web.Request, endpoint: Endpoint, recorded: RecordedRequest, dialect: Dialect
 ) -> web.StreamResponse:
     """Parse, choose the step (script for the model, script for any, headers), then answer."""
     state = request.app[MOCK_STATE]
@@ -81,7 +81,6 @@ async def _answer(
         step = step_from_headers(recorded.headers)
     if step.latency_s > 0:
         await asyncio.sleep(step.latency_s)
-    dialect = endpoint.dialect_for(recorded.headers)
     fault = fault_response(dialect, step, recorded.headers)
     if fault is not None:
         return fault
@@ -97,7 +96,7 @@ def _handler(endpoint: Endpoint, api_key: str | None) -> Handler:
         if not _authorized(recorded.headers, api_key):
             return _unauthorized(dialect)
         try:
-            return await _answer(request, endpoint, recorded)
+            return await _answer(request, endpoint, recorded, dialect)
         except MockError as error:
             return error_response(dialect, error.status, error.message, error.code)
 
