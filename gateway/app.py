@@ -16,7 +16,7 @@ from gateway.config import GatewayConfig
 from gateway.drain import CUT_GRACE_S, DRAIN, Drain
 from gateway.exposition import EXPORTER, metrics_endpoint, observability
 from gateway.metrics import METRICS, Metrics
-from gateway.middleware import edge_middleware, stamp_headers
+from gateway.middleware import edge_middleware
 from gateway.observe import timed_upstream
 from gateway.pipeline import Stage, compose
 from gateway.resilience import RESILIENCE, Resilience
@@ -71,7 +71,6 @@ def create_app(
     app.cleanup_ctx.append(_store)
     app.cleanup_ctx.append(cache_state)  # after the store: the cache uses it
     app.cleanup_ctx.append(observability)  # after the store: the request log uses it
-    app.on_response_prepare.append(stamp_headers)
     app.on_shutdown.append(_finish_requests)  # before the cleanup closes the store
     add_routes(app)
     add_admin_routes(app)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import MutableMapping
 
 import structlog
 from aiohttp import web
@@ -11,7 +12,7 @@ from aiohttp.typedefs import Handler
 
 from gateway.context import RequestContext
 from gateway.dialects import dialect_for
-from gateway.drain import ANSWERED_WHILE_DRAINING, DRAIN, PREPARED, shutting_down
+from gateway.drain import ANSWERED_WHILE_DRAINING, DRAIN, shutting_down
 from gateway.errors import BadRequest, GatewayError, InternalError, NotFound
 from gateway.sites import SITES
 
@@ -35,8 +36,8 @@ def request_ids(request: web.Request) -> tuple[str, str]:
     shown (for tracing), with an id of the gateway's own as the unique one; else one new id
     is both."""
     unique = os.urandom(16).hex()
-    sent = request.headers.get("x-request-id", "")
-    return (sent if _CLIENT_ID.match(sent) else unique), unique
+    sent = request.headers.get("x-request-id")
+    return (sent if sent is not None and _CLIENT_ID.match(sent) else unique), unique
 
 
 @web.middleware
@@ -60,18 +61,22 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
             raise shutting_down()
         task = drain.enter(request)
         try:
-            return await handler(request)
+            response = await handler(request)
         finally:
             drain.leave(task)
     except GatewayError as err:
-        return _refuse(request, err)
+        response = _refuse(request, err)
     except web.HTTPException as exc:
         if exc.status < 400:
+            stamp_headers(request, exc.headers)
             raise
-        return _refuse(request, _from_http(request, exc))
+        response = _refuse(request, _from_http(request, exc))
     except Exception:  # the one broad catch: an unknown failure is a 500 with no detail
         _log.exception("unhandled", request_id=request[REQUEST_ID], path=request.path)
-        return render_error(request, InternalError("The gateway failed unexpectedly."))
+        response = render_error(request, InternalError("The gateway failed unexpectedly."))
+    if not response.prepared:  # a stream was stamped as it started (see `stamp_headers`)
+        stamp_headers(request, response.headers, response)
+    return response
 
 
 def _refuse(request: web.Request, err: GatewayError) -> web.Response:
@@ -130,20 +135,25 @@ def render_error(request: web.Request, err: GatewayError) -> web.Response:
     )
 
 
-async def stamp_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare: the gateway's headers go on every response, streamed or not."""
-    request[PREPARED] = response  # a drain that cuts a stream ends it through this
-    response.headers["Server"] = SERVER
-    if request.app[DRAIN].draining:
-        # A draining process takes no further request on this connection, and says so: the
-        # header was decided before this hook, which alone would only close it.
+def stamp_headers(
+    request: web.Request,
+    headers: MutableMapping[str, str],
+    response: web.StreamResponse | None = None,
+) -> None:
+    """The gateway's headers, on every response it sends: the edge middleware stamps what a
+    handler returns, and a handler that starts a stream itself stamps it before it starts.
+    (Not in aiohttp's on_response_prepare signal: its dispatch, on every request, cost more
+    than the stamping.)"""
+    headers["Server"] = SERVER
+    if request.app[DRAIN].draining and response is not None:
+        # A draining process takes no further request on this connection, and says so.
         response.force_close()
-        response.headers["Connection"] = "close"
+        headers["Connection"] = "close"
     # Taken off the request: the context refers to the request, and the two referring to each
     # other would leave every request's objects to the cycle collector.
     ctx = request.pop(CONTEXT, None)
     if ctx is not None:
-        response.headers.update(ctx.response_headers)
+        headers.update(ctx.response_headers)
     request_id = request.get(REQUEST_ID)
     if request_id is not None:
-        response.headers["x-request-id"] = request_id
+        headers["x-request-id"] = request_id

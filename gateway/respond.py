@@ -13,9 +13,11 @@ from multidict import CIMultiDict
 from gateway.attempts import Answer, ProviderError
 from gateway.circuit import Permit
 from gateway.context import RequestContext, Usage
+from gateway.drain import PREPARED
 from gateway.errors import DeadlineExceeded, GatewayError, UpstreamFailed
 from gateway.headers import downstream_headers
 from gateway.json_mode import anomalies
+from gateway.middleware import stamp_headers
 from gateway.resilience import RESILIENCE
 
 _log = structlog.get_logger("gateway.upstream")
@@ -81,6 +83,8 @@ async def relay_stream(
         response = web.StreamResponse(
             status=upstream.status, headers=downstream_headers(upstream.headers)
         )
+        stamp_headers(ctx.request, response.headers, response)
+        ctx.request[PREPARED] = response  # a drain that cuts the stream ends it through this
         await response.prepare(ctx.request)
     except BaseException:
         upstream.close()

@@ -14,7 +14,6 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from gateway import app as gateway_app
 from gateway import routes
 from gateway.cache.storage import CacheStore
 from gateway.drain import DRAIN
@@ -119,17 +118,18 @@ async def test_the_log_line_and_metrics_follow_the_answer_once_per_request(
     metrics are made once its answer has left, whether its bill needed the store (a miss
     holds its worst case) or not (a hit holds nothing); and before the next request is read."""
     events: list[str] = []
-    stamp, record = gateway_app.stamp_headers, routes.record_request
+    prepare, record = web.StreamResponse.prepare, routes.record_request
 
-    async def stamped(request: Any, response: Any) -> None:
-        events.append("answer")
-        await stamp(request, response)
+    async def answered_now(response: web.StreamResponse, request: Any) -> Any:
+        if response.headers.get("Server") == "llm-gateway":  # not the mock's, in this process
+            events.append("answer")
+        return await prepare(response, request)
 
     def recorded(ctx: Any, fields: dict[str, Any]) -> None:
         events.append(f"logged {fields['cache']}")
         record(ctx, fields)
 
-    monkeypatch.setattr(gateway_app, "stamp_headers", stamped)
+    monkeypatch.setattr(web.StreamResponse, "prepare", answered_now)
     monkeypatch.setattr(routes, "record_request", recorded)
     gateway = await _budgeted(make_gateway, store_url)
     for expected in ("MISS", "HIT"):

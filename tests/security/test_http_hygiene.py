@@ -232,9 +232,37 @@ async def test_forwarding_headers_from_a_client_are_not_trusted_or_passed_on(
     assert received["host"].startswith("127.0.0.1:")  # the provider's own host
 
 
-async def test_response_does_not_name_the_framework_or_its_version(gateway: Client) -> None:
-    resp = await gateway.get("/healthz")
+@pytest.mark.parametrize(
+    ("method", "path", "headers", "body", "status"),
+    [
+        ("GET", "/healthz", {}, None, 200),
+        ("GET", "/metrics", {}, None, 200),
+        ("GET", "/nowhere", {}, None, 404),
+        ("GET", "/admin/keys", {}, None, 401),
+        ("POST", "/v1/chat/completions", {}, CHAT, 401),
+        ("POST", "/v1/chat/completions", AUTH, CHAT, 200),
+        ("POST", "/v1/chat/completions", AUTH, {**CHAT, "stream": True}, 200),
+        ("POST", "/v1/chat/completions/", AUTH, CHAT, 404),
+        ("POST", "/v1/chat/completions", AUTH, {"messages": []}, 400),
+        ("TRACE", "/v1/chat/completions", AUTH, None, 405),
+    ],
+)
+async def test_every_response_names_the_gateway_and_the_request_not_the_framework(
+    gateway: Client,
+    method: str,
+    path: str,
+    headers: dict[str, str],
+    body: dict[str, Any] | None,
+    status: int,
+) -> None:
+    """Buffered or streamed, answered or refused, by the proxy, the router or the admin API."""
+    resp = await gateway.request(method, path, json=body, headers=headers)
+    await resp.read()
+    assert resp.status == status
     assert resp.headers["Server"] == "llm-gateway"
+    assert len(resp.headers["x-request-id"]) == 32
+    if status == 200 and path.startswith("/v1/"):
+        assert resp.headers["x-gateway-route"]  # the route's own, streamed or not
 
 
 async def test_slow_body_gets_408_after_the_body_deadline(mock_url: str, mock: MockState) -> None:
