@@ -47,8 +47,10 @@ class Price:
         return -(-pico // _PICO_PER_MICRO)
 
     def worst_case_micro(self, input_tokens: int, output_tokens: int) -> int:
-        """The most a request can cost: no cache discount, every output token used."""
-        return self.cost_micro(Usage(input_tokens=input_tokens, output_tokens=output_tokens))
+        """The most a request can cost: no cache discount, every output token used (what
+        `cost_micro` gives for that usage)."""
+        pico = input_tokens * self.input + output_tokens * self.output
+        return -(-pico // _PICO_PER_MICRO)
 
 
 def _pico(usd_per_million: float) -> int:
@@ -89,6 +91,6 @@ def bundled() -> dict[str, PriceConfig]:
 
 def usd(micro: int) -> str:
     """Micro-dollars as a decimal USD string for headers and JSON (no float rounding)."""
-    sign = "-" if micro < 0 else ""
-    whole, frac = divmod(abs(micro), MICRO)
-    return f"{sign}{whole}.{frac:06d}"
+    if micro < 0:
+        return f"-{usd(-micro)}"
+    return f"{micro // MICRO}.{micro % MICRO:06d}"

@@ -91,7 +91,7 @@ class RequestLog:
         entry = {"time": round(time.time(), 3), **fields}
         for name in _FREE_TEXT:
             value = entry.get(name)
-            if isinstance(value, str) and len(value) > _MAX_TEXT:
+            if value:  # a string (or None): a slice of a short one is the string itself
                 entry[name] = value[:_MAX_TEXT]
         self._batch.append(orjson.dumps(entry))
         if len(self._batch) >= FLUSH_ENTRIES:

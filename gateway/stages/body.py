@@ -22,6 +22,20 @@ _UPSTREAM_FIELDS = frozenset(
     {"api_base", "base_url", "api_key", "api_version", "endpoint", "azure_endpoint", "host"}
 )
 _UPSTREAM_SUFFIXES = ("_host", "_base", "_base_url", "_endpoint", "_api_key")
+# The request fields of the APIs served, none of them one of the above: passed without a
+# look at their spelling (tests/unit/test_body.py checks that none is refused).
+_API_FIELDS = frozenset(
+    {
+        "audio", "best_of", "dimensions", "echo", "encoding_format", "frequency_penalty",
+        "include", "input", "instructions", "logit_bias", "logprobs", "max_completion_tokens",
+        "max_output_tokens", "max_tokens", "messages", "metadata", "modalities", "model", "n",
+        "parallel_tool_calls", "prediction", "presence_penalty", "previous_response_id",
+        "prompt", "reasoning", "reasoning_effort", "response_format", "seed", "service_tier",
+        "stop", "stop_sequences", "store", "stream", "stream_options", "suffix", "system",
+        "temperature", "text", "thinking", "tool_choice", "tools", "top_k", "top_logprobs",
+        "top_p", "truncation", "user",
+    }
+)  # fmt: skip
 _DECODED_ENCODINGS = frozenset({"", "identity", "gzip", "deflate", "br", "zstd"})
 
 
@@ -114,6 +128,8 @@ def _parse(body: bytes, *, required: bool) -> dict[str, Any] | None:
 
 def _refuse_upstream_fields(payload: dict[str, Any]) -> None:
     for field in payload:
+        if field in _API_FIELDS:
+            continue
         lower = field.lower()
         if lower in _UPSTREAM_FIELDS or lower.endswith(_UPSTREAM_SUFFIXES):
             raise BadRequest(
@@ -141,10 +157,13 @@ def unsupported_encoding() -> UnsupportedEncoding:
 
 
 def _refuse_upstream_headers(request: web.Request) -> None:
-    for name in request.headers:
-        if name.lower() in UPSTREAM_CHOOSING_HEADERS:
+    headers = request.headers
+    # A lookup of each in the (case-insensitive) headers, not a lower() of every header sent.
+    for refused in UPSTREAM_CHOOSING_HEADERS:
+        if refused in headers:
+            sent = next(name for name in headers if name.lower() == refused)  # its spelling
             raise BadRequest(
-                f"The header '{name}' is not accepted: the gateway's configuration alone "
+                f"The header '{sent}' is not accepted: the gateway's configuration alone "
                 "chooses the provider.",
                 code="upstream_override_refused",
             )

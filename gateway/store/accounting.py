@@ -130,7 +130,7 @@ def reservation_reply(out: Any, read: bool) -> Reserved | RateLimited | BudgetEx
         return BudgetExhausted(
             _s(out[1]), _s(out[2]), int(_s(out[3])), int(_s(out[4])), _s(out[5]), _s(out[6])
         )
-    remaining, requests = int(_s(out[1])), int(out[2])
+    remaining, requests = int(out[1]), int(out[2])  # int() reads bytes as well as str
     return Reserved(
         remaining_micro=None if remaining < 0 else remaining,
         remaining_requests=None if requests < 0 else requests,

@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 from aiohttp.test_utils import TestClient
 
+from gateway.dialects import ANTHROPIC, OPENAI
 from tests.conftest import KEY_A, sha
 from tests.processes import free_port
 from tests.security.serving import serve_gateway
@@ -17,7 +18,12 @@ Client = TestClient[Any, Any]
 ADMIN = "admin-token-surface"
 # Served to anyone: probes, the scrape, the proxy itself (which needs a gateway key), and the
 # admin page, which holds no data (its script asks the API, with the token, for everything).
-PUBLIC = frozenset({"/healthz", "/readyz", "/metrics", "/v1/{tail}", "/admin"})
+# The proxy is its catch-all and the model endpoints' own routes.
+PUBLIC = frozenset(
+    {"/healthz", "/readyz", "/metrics", "/v1/{tail}", "/admin"}
+    | OPENAI.model_endpoints
+    | ANTHROPIC.model_endpoints
+)
 
 
 def _private_routes(client: Client) -> list[tuple[str, str]]:

@@ -20,6 +20,7 @@ from gateway.mock import MockState, create_mock_app
 from gateway.mock.state import MOCK_STATE
 from gateway.reload import CONFIG_SOURCE, ConfigSource
 from gateway.sites import check_listen
+from gateway.stages import body as body_stage
 from tests.conftest import KEY_A, base_config, sha
 from tests.processes import free_port, write_config
 
@@ -51,7 +52,17 @@ async def test_header_choosing_the_upstream_is_400_and_nothing_is_sent(
         "/v1/chat/completions", json=CHAT, headers={**AUTH, header: "http://evil.example"}
     )
     assert resp.status == 400
+    error = (await resp.json())["error"]
+    assert error["code"] == "upstream_override_refused"
+    assert f"'{header}'" in error["message"]  # named as the client spelt it
     assert mock.requests == []
+
+
+def test_no_field_of_the_apis_served_is_taken_for_one_choosing_the_upstream() -> None:
+    """The fields passed without a look at their spelling are none that the rule refuses."""
+    for field in body_stage._API_FIELDS:
+        assert field.lower() not in body_stage._UPSTREAM_FIELDS, field
+        assert not field.lower().endswith(body_stage._UPSTREAM_SUFFIXES), field
 
 
 async def test_provider_redirect_is_502_and_its_target_never_sees_a_request(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from importlib import resources
 
+import pytest
+
 from gateway.config import PriceConfig
 from gateway.context import Usage
 from gateway.pricing import Price, PriceTable, usd
@@ -62,6 +64,15 @@ def test_config_prices_override_and_extend_the_bundled_table() -> None:
 def test_worst_case_ignores_cache_discounts() -> None:
     price = Price.of(PriceConfig(input=1, output=4, cached_input=0.1))
     assert price.worst_case_micro(1_000_000, 1_000_000) == 5_000_000
+
+
+@pytest.mark.parametrize(("tokens_in", "tokens_out"), [(0, 0), (1, 0), (0, 1), (7, 3), (999, 4096)])
+def test_worst_case_is_the_cost_of_every_token_at_full_price_rounded_up(
+    tokens_in: int, tokens_out: int
+) -> None:
+    price = Price.of(PriceConfig(input=0.15, output=0.6, cached_input=0.075))
+    usage = Usage(input_tokens=tokens_in, output_tokens=tokens_out)
+    assert price.worst_case_micro(tokens_in, tokens_out) == price.cost_micro(usage)
 
 
 def test_bundled_table_names_its_source_and_date() -> None:
