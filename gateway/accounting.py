@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from gateway.config import KeyConfig, RouteConfig
 from gateway.context import RequestContext, Usage
 from gateway.pricing import MICRO, Price
+from gateway.records import record
 from gateway.runtime import Runtime
 from gateway.store.accounting import Scope, StatFields
 
@@ -20,7 +20,7 @@ _MAYBE_BILLED = frozenset(
 _MAX_TOKEN_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Plan:
     """Decided before the upstream call; settled against after the answer."""
 
@@ -136,11 +136,12 @@ def bill(ctx: RequestContext, plan: Plan) -> tuple[int, str, int]:
     priced; a cut stream is estimated from what was delivered; an answer the provider may
     have billed but never reported costs the reservation; a provider error costs nothing."""
     usage = ctx.usage
-    price = _price(ctx, plan)
     if ctx.from_cache:
-        if usage is not None and price is not None:
-            ctx.saved_micro = price.cost_micro(usage)
+        if usage is not None and not ctx.saved_micro:  # (billed twice: its header, its end)
+            price = _price(ctx, plan)
+            ctx.saved_micro = 0 if price is None else price.cost_micro(usage)
         return 0, "cache", 0
+    price = _price(ctx, plan)
     if not plan.billable or ctx.attempts == 0:
         return 0, "none", 0
     cut = ctx.outcome in ("stream_interrupted", "client_disconnected") and ctx.stream_events > 0

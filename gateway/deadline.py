@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from gateway.config import RouteConfig
 from gateway.errors import DeadlineExceeded
+from gateway.records import record
 
 CLIENT_TIMEOUT_HEADER = "x-gateway-timeout"
 SDK_TIMEOUT_HEADER = "x-stainless-read-timeout"
@@ -18,7 +18,7 @@ _SDK_MARGIN_S = 0.5
 _SDK_MARGIN_RATIO = 0.1
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Deadline:
     """An absolute time on `time.monotonic`, and where its length came from."""
 

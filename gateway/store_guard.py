@@ -120,7 +120,8 @@ def guard_store(store: Store, breaker: StoreBreaker, *, limit_retries: bool = Tr
     timed = not coalesced(store)
 
     async def guarded(*args: Any, **options: Any) -> Any:
-        if not breaker.allow():
+        # (`consecutive`: nothing to ask of the breaker while no failure is counted)
+        if breaker.consecutive and not breaker.allow():
             raise StoreCircuitOpen(
                 f"store circuit open ({breaker.last_error}); retry in {breaker.retry_in_s():.1f}s"
             )
@@ -143,7 +144,8 @@ def guard_store(store: Store, breaker: StoreBreaker, *, limit_retries: bool = Tr
             else:
                 breaker.released()
             raise
-        breaker.succeeded()
+        if breaker.consecutive:
+            breaker.succeeded()
         return result
 
     # Every command, scripts included, goes through this one method of the client.

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass
 from typing import Any, get_args
 
 import orjson
 
 from gateway.cache.policy import Kind
 from gateway.context import Usage
+from gateway.records import record
 
 ENTRY_VERSION = 1
 _KINDS = frozenset(get_args(Kind))
@@ -22,7 +22,7 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Entry:
     """A complete answer, stored in the form a non-streaming client receives it.
 

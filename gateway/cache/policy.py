@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from multidict import CIMultiDictProxy
 
 from gateway.config import CacheConfig
 from gateway.errors import BadRequest
+from gateway.records import record
 
 Kind = Literal["chat", "completion", "embedding", "message"]
 
@@ -26,7 +26,7 @@ TTL_HEADER = "x-gateway-cache-ttl"
 _SECONDS = re.compile(r"^[0-9]{1,9}$")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Plan:
     """The cache's part in one request."""
 

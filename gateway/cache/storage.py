@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 
 from gateway.cache.entries import Entry, now_ms
 from gateway.cache.stats import CacheStats
+from gateway.records import record
 from gateway.store import Store
 from gateway.store.accounting import Rider, StoreUnavailable
 from gateway.store.scripts import Script
@@ -88,7 +89,7 @@ class StoreHealth:
         self.down_until = self.clock() + COOL_OFF_S
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Lookup:
     """What one read found: a fresh entry, else the lock state and any stale entry."""
 

@@ -24,14 +24,15 @@ stage's `_Reservation.ask`): the store's reply resumes the request directly.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Protocol
 
 from gateway.context import RequestContext
+from gateway.records import record
 from gateway.store.accounting import Rider
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Probe:
     """A stage's store read sent in the gate's own command; `reply` gets what the read
     returned (None if the request was refused; the store's error if the store failed)."""

@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
 
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from gateway.records import record
 from gateway.store import Store
 from gateway.store.coalesce import BACKGROUND, coalesced
 from gateway.store.scripts import Script
@@ -39,9 +40,16 @@ class Scope:
     day_micro: int | None
     month_micro: int | None
     month_tokens: int | None
+    # The reservation script's arguments for it (-1: no limit), built once.
+    limits: tuple[str, int, int, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        day, month, tokens = self.day_micro, self.month_micro, self.month_tokens
+        limits = (self.name, _limit(day), _limit(month), _limit(tokens))
+        object.__setattr__(self, "limits", limits)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class StatFields:
     """Statistics counters: each value is added under every prefix (`<prefix>:<name>`)."""
 
@@ -49,7 +57,7 @@ class StatFields:
     values: dict[str, int]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Rider:
     """A read that rides in the reservation's own command (one script, one round trip):
     `script` is the reservation's with the read added (gateway/cache/reserve_lookup.lua); its
@@ -61,7 +69,7 @@ class Rider:
     args: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Reserved:
     remaining_micro: int | None  # least budget left across scopes, this reservation held
     remaining_requests: int | None
@@ -71,14 +79,14 @@ class Reserved:
     read: list[Any] | None = None  # the rider's reply
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RateLimited:
     which: str  # rpm | tpm
     retry_after_ms: int
     never: bool  # the request alone exceeds the per-minute limit
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class BudgetExhausted:
     scope: str
     period: str  # day | month | tokens
@@ -190,11 +198,15 @@ class Accounting:
         args: list[Any] = [request_id, amount_micro, tokens, ttl_ms, rpm, tpm, rate_key]
         args += ["1" if hold else "0", len(scopes)]
         for s in scopes:
-            args += [s.name, _limit(s.day_micro), _limit(s.month_micro), _limit(s.month_tokens)]
-        if rider is None:
-            out = await self._run(self._reserve, args)
-        else:
-            out = await self._run(rider.script, [*args, *rider.args], (PREFIX, *rider.keys))
+            args += s.limits
+        try:  # as _run does, one call fewer on every request's path
+            if rider is None:
+                out = await self._reserve.run(self._store, _KEYS, args)
+            else:
+                keys = (PREFIX, *rider.keys)
+                out = await rider.script.run(self._store, keys, [*args, *rider.args])
+        except _STORE_ERRORS as exc:
+            raise _unavailable(exc) from None
         return reservation_reply(out, rider is not None)
 
     async def settle(
