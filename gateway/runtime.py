@@ -50,6 +50,17 @@ class Runtime:
     scopes: dict[tuple[str, str], tuple[Any, ...]] = field(
         default_factory=dict, compare=False, repr=False
     )
+    # The route chosen for (dialect, path, model, key name), where nothing else can change
+    # the choice (no route matches on headers or body size); bounded, as paths and models
+    # come from clients (see gateway.stages.routing).
+    chosen: dict[tuple[str, str, str, str], CompiledRoute] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    @property
+    def choice_by_name(self) -> bool:
+        """Whether the dialect, path, model and key name alone choose a request's route."""
+        return not any(r.config.match.headers or r.config.match.max_body_bytes for r in self.routes)
 
     @classmethod
     def build(cls, config: GatewayConfig) -> Runtime:

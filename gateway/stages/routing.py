@@ -27,6 +27,10 @@ async def choose_route(ctx: RequestContext, call_next: Next) -> web.StreamRespon
     return await call_next(ctx)
 
 
+# Choices remembered per config (Runtime.chosen): paths and models are the clients' own.
+CHOICES_KEPT = 4096
+
+
 def _select(ctx: RequestContext) -> CompiledRoute:
     """First route in config order that matches the path, the model and the client's dialect.
 
@@ -34,10 +38,15 @@ def _select(ctx: RequestContext) -> CompiledRoute:
     """
     key = ctx.authenticated_key()
     path, model = ctx.request.path, ctx.model or ""
+    runtime = ctx.runtime
+    asked = (ctx.dialect.name, path, model, key.name)
+    known = runtime.chosen.get(asked)
+    if known is not None:
+        return known
     headers, size = ctx.request.headers, len(ctx.body)
     matching = [
         r
-        for r in ctx.runtime.routes
+        for r in runtime.routes
         if r.provider.kind == ctx.dialect.name
         and r.matches(path, model)
         and r.accepts(key.name, headers, size)
@@ -45,6 +54,8 @@ def _select(ctx: RequestContext) -> CompiledRoute:
     allowed = key.routes
     for route in matching:
         if "*" in allowed or route.config.name in allowed:
+            if len(runtime.chosen) < CHOICES_KEPT and runtime.choice_by_name:
+                runtime.chosen[asked] = route
             return route
     if matching:
         what = f"model '{model}' on {path}" if model else path

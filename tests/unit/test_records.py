@@ -37,4 +37,3 @@ def test_the_type_checker_refuses_an_assignment_to_a_records_field(tmp_path: Pat
     out, _, status = api.run(["--strict", "--no-incremental", str(source)])
     assert status == 1
     assert 'Property "amount_micro" defined in "Plan" is read-only' in out
-
