@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import orjson
 import structlog
 
 from gateway.context import RequestContext
 from gateway.providers import Provider
+from gateway.records import record
 from gateway.resilience import ResilienceStats
 
 _log = structlog.get_logger("gateway.upstream")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Target:
     """One (provider, model) to send the request to, with the body it gets."""
 

@@ -46,11 +46,15 @@ def endpoint_kind(method: str, path: str, provider_kind: str) -> Kind | None:
 
 def cache_directives(headers: CIMultiDictProxy[str]) -> frozenset[str]:
     """The request's Cache-Control directive names, lower-cased (`no-cache`, `no-store`)."""
+    values = headers.getall("cache-control", ())
+    if not values:  # as most requests
+        return _NO_DIRECTIVES
     return frozenset(
-        part.split("=", 1)[0].strip().lower()
-        for value in headers.getall("cache-control", ())
-        for part in value.split(",")
+        part.split("=", 1)[0].strip().lower() for value in values for part in value.split(",")
     )
+
+
+_NO_DIRECTIVES: frozenset[str] = frozenset()
 
 
 def requested_ttl(headers: CIMultiDictProxy[str], route_ttl_s: int) -> int:
@@ -75,7 +79,10 @@ def is_deterministic(kind: Kind, payload: dict[str, Any]) -> bool:
     if kind == "embedding":
         return True
     value = payload.get("temperature")
-    return isinstance(value, int | float) and not isinstance(value, bool) and value == 0
+    return isinstance(value, _NUMBER) and not isinstance(value, bool) and value == 0
+
+
+_NUMBER = (int, float)
 
 
 def plan_request(

@@ -98,7 +98,7 @@ class Lookup:
     lock: LockState = "none"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CacheStore:
     """Cache reads and writes against one Redis client; never raises for Redis trouble."""
 

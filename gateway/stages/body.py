@@ -57,7 +57,8 @@ async def read_body(ctx: RequestContext, call_next: Next) -> web.StreamResponse:
     _refuse_unknown_encoding(request)
     server = ctx.runtime.config.server
     limit = server.max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
+    declared = request.content_length
+    if declared is not None and declared > limit:
         raise _too_large(limit)
     try:
         if request.content.is_eof():  # all of it came with the headers: nothing to wait for
