@@ -124,3 +124,17 @@ def test_log_size_comes_from_the_environment_with_a_safe_default() -> None:
     assert size_from_env({"GATEWAY_REQUEST_LOG_SIZE": "50"}) == 50
     assert size_from_env({"GATEWAY_REQUEST_LOG_SIZE": "lots"}) == 1000
     assert size_from_env({"GATEWAY_REQUEST_LOG_SIZE": "0"}) == 1
+
+
+async def test_an_entry_is_its_time_then_the_fields_with_free_text_cut(metrics: Metrics) -> None:
+    log = RequestLog(FakeAsyncRedis(), metrics, 1000, exact_trim=True)
+    sent = {"request_id": "r1", "method": "POST", "path": "/v1/" + "p" * 300, "model": None}
+    before = time.time()
+    log.write(sent)
+    await log.aclose(wait_s=1)
+    (entry,) = await log.recent(10)
+    assert list(entry)[:5] == ["time", "request_id", "method", "path", "model"]
+    assert before - 0.001 <= entry["time"] <= time.time()
+    assert entry["path"] == sent["path"][:200]
+    assert (entry["request_id"], entry["method"], entry["model"]) == ("r1", "POST", None)
+    assert sent["path"] == "/v1/" + "p" * 300  # the caller's fields are left as they were
