@@ -65,15 +65,17 @@ class StoreBreaker:
     def allow(self) -> bool:
         """Whether to send a command now: always when closed; one probe at a time after the
         open period; never while open."""
-        state = self.state
-        if state == "closed":
+        if self.consecutive < self.failures:  # closed: every command
             return True
+        state = self.state
         if state == "half_open" and not self.probing:
             self.probing = True
             return True
         return False
 
     def succeeded(self) -> None:
+        if not self.consecutive:  # nothing counted (and no probe: probes follow failures)
+            return
         was_open = self.consecutive >= self.failures
         self.consecutive, self.probing = 0, False
         if was_open:
@@ -120,8 +122,7 @@ def guard_store(store: Store, breaker: StoreBreaker, *, limit_retries: bool = Tr
     timed = not coalesced(store)
 
     async def guarded(*args: Any, **options: Any) -> Any:
-        # (`consecutive`: nothing to ask of the breaker while no failure is counted)
-        if breaker.consecutive and not breaker.allow():
+        if not breaker.allow():
             raise StoreCircuitOpen(
                 f"store circuit open ({breaker.last_error}); retry in {breaker.retry_in_s():.1f}s"
             )
@@ -144,8 +145,7 @@ def guard_store(store: Store, breaker: StoreBreaker, *, limit_retries: bool = Tr
             else:
                 breaker.released()
             raise
-        if breaker.consecutive:
-            breaker.succeeded()
+        breaker.succeeded()
         return result
 
     # Every command, scripts included, goes through this one method of the client.

@@ -199,14 +199,10 @@ class Accounting:
         args += ["1" if hold else "0", len(scopes)]
         for s in scopes:
             args += s.limits
-        try:  # as _run does, one call fewer on every request's path
-            if rider is None:
-                out = await self._reserve.run(self._store, _KEYS, args)
-            else:
-                keys = (PREFIX, *rider.keys)
-                out = await rider.script.run(self._store, keys, [*args, *rider.args])
-        except _STORE_ERRORS as exc:
-            raise _unavailable(exc) from None
+        if rider is None:
+            out = await self._run(self._reserve, args)
+        else:
+            out = await self._run(rider.script, [*args, *rider.args], (PREFIX, *rider.keys))
         return reservation_reply(out, rider is not None)
 
     async def settle(
