@@ -24,6 +24,8 @@ ENDPOINTS: dict[str, tuple[Kind, str]] = {
 }
 TTL_HEADER = "x-gateway-cache-ttl"
 _SECONDS = re.compile(r"^[0-9]{1,9}$")
+_NO_DIRECTIVES: frozenset[str] = frozenset()
+_NUMBER = (int, float)  # a tuple: `int | float` would build a union type on every call
 
 
 @record
@@ -54,9 +56,6 @@ def cache_directives(headers: CIMultiDictProxy[str]) -> frozenset[str]:
     )
 
 
-_NO_DIRECTIVES: frozenset[str] = frozenset()
-
-
 def requested_ttl(headers: CIMultiDictProxy[str], route_ttl_s: int) -> int:
     """`x-gateway-cache-ttl` may shorten the route's TTL, never lengthen it."""
     raw = headers.get(TTL_HEADER)
@@ -80,9 +79,6 @@ def is_deterministic(kind: Kind, payload: dict[str, Any]) -> bool:
         return True
     value = payload.get("temperature")
     return isinstance(value, _NUMBER) and not isinstance(value, bool) and value == 0
-
-
-_NUMBER = (int, float)
 
 
 def plan_request(

@@ -23,7 +23,8 @@ _UPSTREAM_FIELDS = frozenset(
 )
 _UPSTREAM_SUFFIXES = ("_host", "_base", "_base_url", "_endpoint", "_api_key")
 # The request fields of the APIs served, none of them one of the above: passed without a
-# look at their spelling (tests/unit/test_body.py checks that none is refused).
+# look at their spelling (tests/security/test_upstream_choice.py checks that none is
+# refused).
 _API_FIELDS = frozenset(
     {
         "audio", "best_of", "dimensions", "echo", "encoding_format", "frequency_penalty",
