@@ -35,7 +35,8 @@ CACHE_STATE = web.AppKey("cache_state", CacheState)
 
 async def cache_state(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: the cache's state lives as long as the app (scripts read at start-up)."""
-    app[CACHE_STATE] = CacheState(Scripts.load(app[ACCOUNTING].reserve_script))
+    accounting = app[ACCOUNTING]
+    app[CACHE_STATE] = CacheState(Scripts.load(accounting.reserve_script, accounting.settle_script))
     yield
 
 

@@ -32,8 +32,10 @@ COUNT_TIMEOUT_S = 5.0
 # timeout per process per second rather than one per request.
 COOL_OFF_S = 1.0
 
-# The entry's read and lock as functions, then the two scripts that call them.
+# The entry's read and lock as functions, then the two scripts that call them; the entry's
+# write as a function, then the two scripts that call it.
 _LOOKUPS = ("read.lua", "lookup.lua", "reserve_lookup.lua")
+_WRITES = ("write.lua", "store.lua", "settle_store.lua")
 T = TypeVar("T")
 LockState = Literal["leader", "follower", "none"]
 _log = structlog.get_logger("gateway.cache")
@@ -59,20 +61,28 @@ class Scripts:
     store: Script
     release: Script
     reserve_lookup: Script  # the accounting's reservation with a lookup added
+    settle_store: Script  # the accounting's settle with a write added
 
     @classmethod
-    def load(cls, reserve: Script) -> Scripts:
-        """`reserve`: the accounting's reservation script, which `reserve_lookup` calls."""
+    def load(cls, reserve: Script, settle: Script) -> Scripts:
+        """`reserve`, `settle`: the accounting's scripts, which `reserve_lookup` and
+        `settle_store` call."""
         files = resources.files(__package__)
-        read, lookup, driver = (files.joinpath(name).read_text("utf-8") for name in _LOOKUPS)
+        read, lookup, reads = (files.joinpath(name).read_text("utf-8") for name in _LOOKUPS)
+        write, store, writes = (files.joinpath(name).read_text("utf-8") for name in _WRITES)
         return cls(
             lookup=Script.of(f"{read}\n{lookup}"),
-            store=Script.load(__package__, "store.lua"),
+            store=Script.of(f"{write}\n{store}"),
             release=Script.load(__package__, "release.lua"),
-            reserve_lookup=Script.of(
-                f"{read}\nlocal function reserve()\n{reserve.source}\nend\n{driver}"
-            ),
+            reserve_lookup=Script.of(_calling(read, "reserve", reserve, reads)),
+            settle_store=Script.of(_calling(write, "settle", settle, writes)),
         )
+
+
+def _calling(functions: str, name: str, script: Script, driver: str) -> str:
+    """A script that defines `functions` and `script` as the function `name`, then runs
+    `driver`, which calls them."""
+    return f"{functions}\nlocal function {name}()\n{script.source}\nend\n{driver}"
 
 
 @dataclass(slots=True)
@@ -139,10 +149,27 @@ class CacheStore:
 
     async def put(self, key: str, entry: Entry, ttl_ms: int, token: str = "") -> bool:
         """Store for `ttl_ms` (the TTL plus any stale window) and release our lock."""
-        args = (entry.encode(), str(ttl_ms), token)
+        args = _put_args(entry, ttl_ms, token)
         try:
             await self._call(lambda: self.scripts.store.run(self.redis, (key, lock_key(key)), args))
         except CacheUnavailable:
+            return False
+        return True
+
+    def writer(self, key: str, entry: Entry, ttl_ms: int, token: str = "") -> Rider | None:
+        """The same write, to ride in the request's settle (gateway.stages.gates.carry);
+        None where it cannot: on a Redis Cluster (see `rider`), or a store resting after a
+        failure, which is not asked."""
+        if isinstance(self.redis, RedisCluster) or not self.health.usable():
+            return None
+        keys = (key, lock_key(key))
+        return Rider(self.scripts.settle_store, keys, _put_args(entry, ttl_ms, token))
+
+    def written(self, error: BaseException | None) -> bool:
+        """A ridden write's outcome (`error`: the settle's, which carried it); True when the
+        entry was stored."""
+        if error is not None:
+            self._failed(error)
             return False
         return True
 
@@ -190,6 +217,10 @@ class CacheStore:
 
 def _lookup_args(token: str, lock_ttl_s: float) -> tuple[str, str, str]:
     return (str(now_ms()), token, str(int(lock_ttl_s * 1000)))
+
+
+def _put_args(entry: Entry, ttl_ms: int, token: str) -> tuple[bytes, str, str]:
+    return (entry.encode(), str(ttl_ms), token)
 
 
 def _found(reply: list[Any]) -> Lookup:

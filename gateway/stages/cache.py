@@ -10,6 +10,7 @@ followers, and written to the store in the background.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import orjson
@@ -29,7 +30,7 @@ from gateway.context import RequestContext
 from gateway.drain import DRAIN
 from gateway.errors import GatewayError
 from gateway.pipeline import Next
-from gateway.stages.gates import Probe, passed, probe
+from gateway.stages.gates import Carried, Probe, carry, passed, probe
 from gateway.store.coalesce import BACKGROUND
 
 HEADER = "x-gateway-cache"
@@ -196,12 +197,15 @@ class _Job:
                 self.store.stats.not_stored += 1
             return response, None
         ttl_ms = int((self.plan.ttl_s + self.plan.stale_s) * 1000)
-        # Stored in the background (it starts once this task next yields): neither the answer
-        # nor anything else waits for the write. Meanwhile this process serves the entry from
-        # memory (its followers, and any request right behind); other replicas wait on the
-        # key's lock, which the write releases.
+        # Meanwhile this process serves the entry from memory (its followers, and any
+        # request right behind); other replicas wait on the key's lock, which the write
+        # releases. A request holding a reservation sends the write in its settle's command
+        # (after the answer, as a settle always is: one round trip for both, and no task);
+        # else it is stored in the background (it starts once this task next yields).
         self.writing[self.key] = entry
-        ctx.app[DRAIN].finish_later(self._put(entry, ttl_ms, token))
+        write = self.store.writer(self.key, entry, ttl_ms, token)
+        if write is None or not carry(ctx, Carried(write, functools.partial(self._carried, entry))):
+            ctx.app[DRAIN].finish_later(self._put(entry, ttl_ms, token))
         return response, entry
 
     async def _put(self, entry: Entry, ttl_ms: int, token: str) -> None:
@@ -209,12 +213,21 @@ class _Job:
         # the next batch of store commands. The bill does not wait: a client's next request
         # must find its last one settled.
         BACKGROUND.set(True)
+        stored = False
         try:
-            if await self.store.put(self.key, entry, ttl_ms, token):
-                self.store.stats.stores += 1
+            stored = await self.store.put(self.key, entry, ttl_ms, token)
         finally:
-            if self.writing.get(self.key) is entry:
-                del self.writing[self.key]
+            self._written(entry, stored)
+
+    def _carried(self, entry: Entry, error: BaseException | None) -> None:
+        """The outcome of the write the settle carried."""
+        self._written(entry, self.store.written(error))
+
+    def _written(self, entry: Entry, stored: bool) -> None:
+        if stored:
+            self.store.stats.stores += 1
+        if self.writing.get(self.key) is entry:
+            del self.writing[self.key]
 
     def _capture(self) -> None:
         """Keep a streamed answer's raw chunks, for assembly once it is complete."""

@@ -13,6 +13,10 @@ lets the stage in between choose how to ask:
 - `passed(ctx)`: a request that may go upstream holds its worst case; one checked earlier
   without holding is topped up.
 
+After the answer, `carry(ctx, write)`: the cache stage's write rides in the settle's own
+command, when the request holds something to settle (one script, one round trip, and no
+task of its own).
+
 Every stage that answers a request itself (the cache with a stored answer, the upstream
 stage with the provider's) first awaits `passed`, which raises the check's refusal (429,
 503) if there is one: nothing is served before the verdict.
@@ -24,6 +28,7 @@ stage's `_Reservation.ask`): the store's reply resumes the request directly.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import field
 from typing import Any, Protocol
 
@@ -43,6 +48,15 @@ class Probe:
     )
 
 
+@record
+class Carried:
+    """A stage's store write sent in the settle's own command; `done` learns its outcome
+    (None: written; else the store's error), exactly once, whatever becomes of the settle."""
+
+    rider: Rider
+    done: Callable[[BaseException | None], None]
+
+
 class Gate(Protocol):
     @property
     def started(self) -> bool: ...
@@ -56,6 +70,11 @@ class Gate(Protocol):
     async def ask(self, ctx: RequestContext, hold: bool = True, probe: Probe | None = None) -> None:
         """The first ask, in the caller's task where the gate can (its verdict is in when
         this returns); else as `start`."""
+        ...
+
+    def carry(self, write: Carried) -> bool:
+        """Send `write` in the settle's command, if the request has something held to
+        settle; False when it has not (the caller then writes on its own)."""
         ...
 
 
@@ -87,3 +106,10 @@ async def probe(ctx: RequestContext, read: Probe) -> bool:
         return False
     await gate.ask(ctx, probe=read)
     return True
+
+
+def carry(ctx: RequestContext, write: Carried) -> bool:
+    """Send `write` in the settle's command (see `Gate.carry`); False when there is no gate
+    or nothing to settle (the caller then writes on its own)."""
+    gate = ctx.gate
+    return gate is not None and gate.carry(write)

@@ -23,7 +23,7 @@ from gateway.errors import BudgetExhausted, GatewayError, RateLimited, Unavailab
 from gateway.metrics import METRICS
 from gateway.pipeline import Next
 from gateway.pricing import usd
-from gateway.stages.gates import Probe, passed
+from gateway.stages.gates import Carried, Probe, passed
 from gateway.store.accounting import ACCOUNTING, Reserved, StoreUnavailable, reservation_reply
 from gateway.store.accounting import BudgetExhausted as Exhausted
 from gateway.store.accounting import RateLimited as Limited
@@ -82,7 +82,7 @@ class _Reservation:
     """The request's gate (see gateway.stages.gates): rate limits and the budget reservation,
     asked of the store when a later stage first needs the verdict."""
 
-    __slots__ = ("_holds", "_inline", "_plan", "verdict")
+    __slots__ = ("_holds", "_inline", "_plan", "carried", "verdict")
 
     def __init__(self, plan: Plan, inline: bool) -> None:
         self._plan = plan  # not the context, which refers to this gate
@@ -91,6 +91,18 @@ class _Reservation:
         self.verdict: asyncio.Future[Period | None] | None = None
         self._holds = False  # the worst case is held, or asked to be
         self._inline = inline  # the first ask may run in the request's own task (see `ask`)
+        self.carried: Carried | None = None  # a write to send in the settle's command
+
+    def carry(self, write: Carried) -> bool:
+        """Take `write` along in the settle, when the store holds something for the request
+        (its settle then follows the answer for sure); else leave it to the caller."""
+        verdict = self.verdict
+        if self.carried is not None or verdict is None or not verdict.done():
+            return False
+        if verdict.cancelled() or verdict.exception() is not None or verdict.result() is None:
+            return False
+        self.carried = write
+        return True
 
     @property
     def started(self) -> bool:
@@ -307,16 +319,17 @@ def _settle_after(
     """Settle once the reservation's verdict is in; a refused request reserved nothing, nor
     did one whose gate no stage asked. At once when nothing is held (a hit, a check only):
     None; else what is left to await."""
-    reservation = gate.verdict if gate is not None else None
-    if reservation is None:
+    if gate is None or gate.verdict is None:
         return _settle(ctx, plan, None)
+    reservation = gate.verdict
     if reservation.cancelled():
         return None
     if not reservation.done():
         return _settle_when_in(ctx, plan, reservation)
     if isinstance(reservation.exception(), GatewayError):
         return None
-    return _settle(ctx, plan, reservation.result())
+    carried, gate.carried = gate.carried, None  # it refers to the context: no cycle left
+    return _settle(ctx, plan, reservation.result(), carried)
 
 
 async def _settle_when_in(
@@ -331,22 +344,36 @@ async def _settle_when_in(
         await rest
 
 
-def _settle(ctx: RequestContext, plan: Plan, period: Period | None) -> Awaitable[None] | None:
+def _settle(
+    ctx: RequestContext, plan: Plan, period: Period | None, carried: Carried | None = None
+) -> Awaitable[None] | None:
     """Charge the actual cost (even above the reservation) and release the rest: the cost
-    and the statistics at once, then (when something is held) the store's settle to await.
-    Finish hooks run to their end even when the client goes away (in a task of their own)."""
-    cost, source, tokens = bill(ctx, plan)
-    ctx.cost_micro, ctx.cost_source = cost, source
-    ctx.app[ACCOUNTING].count((period or local_periods())[1], stat_fields(ctx, cost, tokens))
+    and the statistics at once, then (when something is held) the store's settle to await,
+    with the write `carried` along (which only a request holding something has). Finish
+    hooks run to their end even when the client goes away (in a task of their own)."""
+    try:
+        cost, source, tokens = bill(ctx, plan)
+        ctx.cost_micro, ctx.cost_source = cost, source
+        ctx.app[ACCOUNTING].count((period or local_periods())[1], stat_fields(ctx, cost, tokens))
+    except BaseException as exc:
+        if carried is not None:  # not sent: its writer learns so
+            carried.done(exc)
+        raise
     if period is None:  # nothing is held (none needed, a hit, or the store was out)
         return None
-    return _settle_held(ctx, plan, period, cost, tokens)
+    return _settle_held(ctx, plan, period, cost, tokens, carried)
 
 
 async def _settle_held(
-    ctx: RequestContext, plan: Plan, period: Period, cost: int, tokens: int
+    ctx: RequestContext,
+    plan: Plan,
+    period: Period,
+    cost: int,
+    tokens: int,
+    carried: Carried | None = None,
 ) -> None:
     accounting = ctx.app[ACCOUNTING]
+    outcome: BaseException | None = None
     try:
         crossings = await accounting.settle(
             ctx.unique_id,
@@ -356,12 +383,20 @@ async def _settle_held(
             plan.tpm,
             ctx.authenticated_key().name,
             plan.scopes,
+            None if carried is None else carried.rider,
         )
     except StoreUnavailable as exc:
+        outcome = exc
         ctx.app[METRICS].redis_error("settle")
         # The log line still carries the cost: the spend is recorded there, not lost.
         _log.error(
             "spend_not_stored", request_id=ctx.request_id, cost_usd=usd(cost), error=str(exc)
         )
         return
+    except BaseException as exc:
+        outcome = exc
+        raise
+    finally:
+        if carried is not None:
+            carried.done(outcome)
     announce_crossings(ctx, plan.scopes, crossings)

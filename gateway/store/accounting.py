@@ -59,14 +59,16 @@ class StatFields:
 
 @record
 class Rider:
-    """A read that rides in the reservation's own command (one script, one round trip):
-    `script` is the reservation's with the read added (gateway/cache/reserve_lookup.lua); its
-    keys follow the accounting prefix and its arguments the reservation's. What the read
-    returns comes back as `Reserved.read`; a refused request reads nothing."""
+    """A read that rides in the reservation's own command, or a write in the settle's (one
+    script, one round trip): `script` is the reservation's with the read added
+    (gateway/cache/reserve_lookup.lua), or the settle's with the write added
+    (gateway/cache/settle_store.lua); its keys follow the accounting prefix and its
+    arguments the reservation's or the settle's. What a read returns comes back as
+    `Reserved.read`; a refused request reads nothing."""
 
     script: Script
     keys: tuple[str, ...]
-    args: tuple[str, ...]
+    args: tuple[str | bytes, ...]
 
 
 @record
@@ -175,6 +177,11 @@ class Accounting:
         """For a rider's script, which is this one with a read added."""
         return self._reserve
 
+    @property
+    def settle_script(self) -> Script:
+        """For a rider's script, which is this one with a write added."""
+        return self._settle
+
     async def _run(self, script: Script, args: Sequence[Any], keys: Sequence[str] = _KEYS) -> Any:
         try:  # as _boundary does, without a context manager on every request's path
             return await script.run(self._store, keys, args)
@@ -214,13 +221,19 @@ class Accounting:
         tpm: int,
         rate_key: str,
         scopes: Sequence[Scope],
+        rider: Rider | None = None,
     ) -> list[Crossing]:
         """Charge `actual` (micro-dollars, tokens) and release `reserved`; returns the budget
-        thresholds this request crossed (each reported by exactly one request)."""
+        thresholds this request crossed (each reported by exactly one request). A `rider`
+        (gateway/cache/settle_store.lua) writes in the same command; what it wrote was
+        written if this returns."""
         args: list[Any] = [request_id, *actual, *reserved, *period, tpm, rate_key, len(scopes)]
         for s in scopes:
             args += [s.name, _limit(s.day_micro), _limit(s.month_micro)]
-        out = await self._run(self._settle, args)
+        if rider is None:
+            out = await self._run(self._settle, args)
+        else:
+            out = await self._run(rider.script, [*args, *rider.args], (PREFIX, *rider.keys))
         return [
             Crossing(
                 _s(out[i]),

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway.accounting import local_periods
 from gateway.cache.state import CACHE_STATE
@@ -36,7 +37,6 @@ CHAT = {
 }
 RPM = 100
 
-SETTLE = Script.load("gateway.store", "lua/settle.lua").sha
 BACKGROUND = {  # batched, not a request's own: they may ride in any round trip
     Script.load("gateway.store", name).sha for name in ("lua/stats_add.lua", "lua/log_append.lua")
 }
@@ -99,18 +99,24 @@ def remaining_requests(resp: Any) -> int:
     return int(resp.headers["x-ratelimit-remaining-requests"])
 
 
-async def test_a_miss_reserves_and_reads_the_cache_in_one_command(
-    make_gateway: MakeGateway, redis_url: str, trips: list[list[str]]
+async def test_a_miss_is_two_commands_the_reservation_with_the_read_the_bill_with_the_write(
+    make_gateway: MakeGateway, redis_url: str, trips: list[list[str]], mock: MockState
 ) -> None:
     gateway = await limited_cached_gateway(make_gateway, redis_url)
     trips.clear()  # start-up: loading scripts, the first sweep
-    resp, _ = await post(gateway, CHAT, {**A, **REPLY})
+    resp, body = await post(gateway, CHAT, {**A, **REPLY})
     assert resp.status == 200
     assert resp.headers["x-gateway-cache"] == "MISS"
-    reserve_lookup = gateway.app[CACHE_STATE].scripts.reserve_lookup.sha
-    assert _trips(trips)[0] == [reserve_lookup]  # the reservation and the lookup: one command
-    assert SETTLE in _trips(trips)[1]  # the bill, before the answer leaves
+    scripts = gateway.app[CACHE_STATE].scripts
+    # The reservation and the lookup: one command; the bill (before the answer leaves) and
+    # the answer's cache entry: one command.
+    assert _trips(trips) == [[scripts.reserve_lookup.sha], [scripts.settle_store.sha]]
     assert await spent_and_held(gateway) == [COST, 0, 0]
+    assert gateway.app[CACHE_STATE].writing == {}  # stored: no longer served from memory
+    assert gateway.app[CACHE_STATE].stats.stores == 1
+    hit, cached = await post(gateway, CHAT, {**A, **REPLY})
+    assert (hit.headers["x-gateway-cache"], cached) == ("HIT", body)  # from the store
+    assert len(mock.requests) == 1
 
 
 async def test_a_hit_is_one_round_trip_and_holds_nothing(
@@ -137,7 +143,8 @@ async def test_followers_served_their_twins_answer_hold_nothing(
     answers = await asyncio.gather(*(post(gateway, CHAT, slow) for _ in range(10)))
     assert sorted(resp.headers["x-gateway-cache"] for resp, _ in answers) == ["HIT"] * 9 + ["MISS"]
     assert len(mock.requests) == 1
-    assert sum(trip.count(SETTLE) for trip in trips) == 1  # the leader's only
+    settle = gateway.app[CACHE_STATE].scripts.settle_store.sha
+    assert sum(trip.count(settle) for trip in trips) == 1  # the leader's only
     assert await spent_and_held(gateway) == [COST, 0, 0]
     after, _ = await post(gateway, {**CHAT, "max_tokens": 24}, {**A, **REPLY})
     assert remaining_requests(after) == RPM - 11  # every follower was counted
@@ -213,3 +220,45 @@ async def test_with_the_store_down_the_cache_acts_empty_and_the_budget_policy_de
     assert (await second.json())["error"]["code"] == "budget_store_unavailable"
     assert len(mock.requests) == 1
     assert gateway.app[CACHE_STATE].stats.errors == 1  # then it rests: not asked again
+
+
+async def test_a_settle_the_store_fails_takes_its_write_along_and_the_cache_forgets_it(
+    make_gateway: MakeGateway, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gateway = await limited_cached_gateway(make_gateway, redis_url)
+    store, state = gateway.app[STORE], gateway.app[CACHE_STATE]
+    send = store.execute_command
+
+    async def failing(*args: Any, **options: Any) -> Any:
+        if args[:2] == ("EVALSHA", state.scripts.settle_store.sha):
+            raise RedisConnectionError("the store went away")
+        return await send(*args, **options)
+
+    monkeypatch.setattr(store, "execute_command", failing)
+    resp, _ = await post(gateway, CHAT, {**A, **REPLY})
+    assert (resp.status, resp.headers["x-gateway-cost-usd"]) == (200, "0.040000")
+    # Neither the bill nor the entry reached the store: the reservation is left for the
+    # sweep, the entry is not served from memory any longer, and the cache counts a failure.
+    assert await spent_and_held(gateway) == [0, 100_000, 1]
+    assert state.writing == {}
+    assert (state.stats.stores, state.stats.errors) == (0, 1)
+    assert [k async for k in store.scan_iter(match="gw:cache:*") if not k.endswith(b":lock")] == []
+
+
+async def test_a_request_holding_nothing_writes_its_entry_on_its_own(
+    make_gateway: MakeGateway, redis_url: str, trips: list[list[str]], mock: MockState
+) -> None:
+    # No budget and no rate limit: the request asks the store nothing before its answer.
+    gateway = await limited_cached_gateway(
+        make_gateway, redis_url, key={"budget": None, "rate_limit": None}
+    )
+    trips.clear()
+    resp, body = await post(gateway, CHAT, {**A, **REPLY})
+    assert (resp.status, resp.headers["x-gateway-cache"]) == (200, "MISS")
+    scripts = gateway.app[CACHE_STATE].scripts
+    assert _trips(trips) == [[scripts.lookup.sha], [scripts.store.sha]]
+    await asyncio.sleep(0.05)
+    assert gateway.app[CACHE_STATE].stats.stores == 1
+    hit, cached = await post(gateway, CHAT, {**A, **REPLY})
+    assert (hit.headers["x-gateway-cache"], cached) == ("HIT", body)
+    assert len(mock.requests) == 1

@@ -45,7 +45,10 @@ async def test_a_cache_lock_asked_again_with_its_own_token_is_still_led(store_ur
     request a follower waiting for itself."""
     store = open_store(store_url)
     cache = CacheStore(
-        store, Scripts.load(Accounting(store).reserve_script), StoreHealth(), CacheStats()
+        store,
+        Scripts.load(Accounting(store).reserve_script, Accounting(store).settle_script),
+        StoreHealth(),
+        CacheStats(),
     )
     try:
         first = await cache.lookup("llmgw:c:resent", "token-1", 5.0)
