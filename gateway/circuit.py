@@ -49,21 +49,30 @@ class _Window:
         self._width = span_s / _BUCKETS
         self._span = span_s
         self._buckets: collections.deque[list[float]] = collections.deque()  # [start, n, fails]
+        # The buckets' sums, kept as they change: every attempt asks for them.
+        self._requests = self._failures = 0
 
     def add(self, now: float, failed: bool) -> None:
         if not self._buckets or now >= self._buckets[-1][0] + self._width:
             self._buckets.append([now, 0, 0])
         bucket = self._buckets[-1]
         bucket[1] += 1
-        bucket[2] += int(failed)
+        self._requests += 1
+        if failed:
+            bucket[2] += 1
+            self._failures += 1
 
     def totals(self, now: float) -> tuple[int, int]:
-        while self._buckets and self._buckets[0][0] + self._width <= now - self._span:
-            self._buckets.popleft()
-        return int(sum(b[1] for b in self._buckets)), int(sum(b[2] for b in self._buckets))
+        buckets = self._buckets
+        while buckets and buckets[0][0] + self._width <= now - self._span:
+            _, requests, failures = buckets.popleft()
+            self._requests -= int(requests)
+            self._failures -= int(failures)
+        return self._requests, self._failures
 
     def clear(self) -> None:
         self._buckets.clear()
+        self._requests = self._failures = 0
 
 
 class CircuitBreaker:

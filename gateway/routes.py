@@ -113,9 +113,8 @@ async def finish(ctx: RequestContext, pending: Pending | None, billed: Future[No
             record(ctx)
         if not billed.done():
             billed.set_result(None)
-    if not ctx.stream:
-        await asyncio.sleep(0)  # the answer's turn: its handler was woken first
-        record(ctx)
+    if not ctx.stream:  # after the answer's turn: its handler, woken first, sends it
+        asyncio.get_running_loop().call_soon(record, ctx)
 
 
 def record(ctx: RequestContext) -> None:

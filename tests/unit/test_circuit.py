@@ -153,3 +153,25 @@ def test_registry_forgets_least_recent_closed_circuits_but_keeps_open_ones() -> 
     for model in ["a", "b", "c", "d"]:
         registry.get("p", model, config)
     assert [s.model for s in registry.snapshot()] == ["open-one", "c", "d"]
+
+
+def test_the_window_counts_what_its_buckets_hold_as_they_expire() -> None:
+    clock = Clock()
+    breaker = _breaker(clock, failures=1000, error_rate=1.0, min_requests=1000, window_s=10)
+    seen: list[tuple[float, bool]] = []
+    for i in range(200):
+        clock.now += (i * 7 % 5) * 0.3  # uneven steps: buckets open and expire in between
+        ok = i % 3 != 0
+        breaker.record(Permit.NORMAL, ok=ok)
+        seen.append((clock.now, ok))
+        # Every bucket started within the last 11 s (the span plus one bucket's width) is
+        # kept whole; the exact edge is the bucket's, so count a request by its own time
+        # only where that cannot differ.
+        requests, failures = breaker.window()
+        recent = [failed for at, failed in ((t, not ok) for t, ok in seen) if at > clock.now - 9]
+        assert len(recent) <= requests <= len([t for t, _ in seen if t > clock.now - 11])
+        assert sum(recent) <= failures <= requests
+    clock.now += 60
+    assert breaker.window() == (0, 0)
+    breaker.record(Permit.NORMAL, ok=False)
+    assert breaker.window() == (1, 1)
