@@ -36,6 +36,9 @@ PREFIX = "llm_gateway_"
 LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300, 600)
 TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 20, 60)
 NONE = "none"  # the label value when a request never got that far (no key, no route)
+# A request's (key, route, provider, model): names, or the label values they become.
+Names = tuple[Any, Any, Any, Any]
+MAX_NAME_SETS = 4096
 OTHER = "other"  # the label value for anything outside the bounded set
 CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
 ANOMALIES = frozenset({"invalid_json", "empty", "truncated", "refusal"})
@@ -80,6 +83,20 @@ class Metrics:
         self.keys = frozenset(k.name for k in config.keys)
         self.routes = frozenset(r.name for r in config.routes)
         self.providers = frozenset(config.providers)
+        # (key, route, provider, model) names -> their label values, under this config.
+        self._names: dict[Names, Names] = {}
+
+    def labels(self, names: Names) -> Names:
+        """The label values of a request's (key, route, provider, model) names, worked out
+        once per name set (at most MAX_NAME_SETS kept: models come from clients)."""
+        found = self._names.get(names)
+        if found is None:
+            if len(self._names) >= MAX_NAME_SETS:
+                self._names.clear()
+            key, route, provider, model = names
+            found = (self.key(key), self.route(route), self.provider(provider), self.model(model))
+            self._names[names] = found
+        return found
 
     def _define_operations(self, r: CollectorRegistry) -> None:
         self.config_reloads = Counter(

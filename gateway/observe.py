@@ -14,8 +14,8 @@ from gateway.pipeline import Next, Stage
 from gateway.pricing import MICRO
 from gateway.requestlog import REQUEST_LOG
 
-# Seconds the terminal (upstream) stage took, retries and fallbacks included.
-_CACHE_RESULTS = frozenset({"hit", "miss", "bypass", "stale"})
+# The cache result label of each cache status; any other: "other".
+_CACHE_RESULTS = {"HIT": "hit", "MISS": "miss", "BYPASS": "bypass", "STALE": "stale", None: NONE}
 _REJECTED_4XX = {
     401: "auth",
     403: "forbidden",
@@ -25,21 +25,26 @@ _REJECTED_4XX = {
 }
 
 
-def record_request(ctx: RequestContext, fields: dict[str, Any]) -> None:
-    """Called once per request by `finish`, after the finish hooks (cost is known)."""
+def record_request(ctx: RequestContext, fields: dict[str, Any], data: bytes | None = None) -> None:
+    """Called once per request by `finish`, after the finish hooks (cost is known); `data`:
+    the fields' JSON, when the log line made it."""
     app = ctx.app
     record_metrics(app[METRICS], ctx)
     log = app.get(REQUEST_LOG)
     if log is not None:
-        log.write(fields)
+        log.write(fields, data)
 
 
 def record_metrics(m: Metrics, ctx: RequestContext) -> None:
     """Into the plain sums of `m` (see `Metrics.fold`), once per request."""
-    key = m.key(ctx.key.name if ctx.key else None)
-    route = m.route(ctx.route.name if ctx.route else None)
-    provider = m.provider(ctx.provider.name if ctx.provider else None)
-    model = m.model(ctx.upstream_model or ctx.model)
+    key, route, provider, model = m.labels(
+        (
+            ctx.key.name if ctx.key else None,
+            ctx.route.name if ctx.route else None,
+            ctx.provider.name if ctx.provider else None,
+            ctx.upstream_model or ctx.model,
+        )
+    )
     cache = cache_result(ctx)
     add, observe = m.add, m.observe
     add(m.requests, (key, route, provider, model, status_label(ctx), cache))
@@ -80,10 +85,7 @@ def _record_cache(m: Metrics, ctx: RequestContext, key: str, route: str, result:
 
 def cache_result(ctx: RequestContext) -> str:
     """hit, miss, bypass or stale; "none" when the request never reached the cache."""
-    if ctx.cache_status is None:
-        return NONE
-    result = ctx.cache_status.lower()
-    return result if result in _CACHE_RESULTS else OTHER
+    return _CACHE_RESULTS.get(ctx.cache_status, OTHER)
 
 
 def status_label(ctx: RequestContext) -> str:

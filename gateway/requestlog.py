@@ -84,17 +84,20 @@ class RequestLog:
         self._in_flight = 0  # entries sent and not yet answered
         self._pending: set[asyncio.Task[None]] = set()
 
-    def write(self, fields: dict[str, Any]) -> None:
-        """Queue one entry; returns at once. SECURITY: `fields` hold names, never secrets."""
+    def write(self, fields: dict[str, Any], data: bytes | None = None) -> None:
+        """Queue one entry; returns at once. `data`: the JSON of `fields`, when made already.
+        SECURITY: `fields` hold names, never secrets."""
         if not self._batch:
             self._timer = asyncio.get_running_loop().call_later(FLUSH_S, self._flush)
         for name in _FREE_TEXT:
             value = fields.get(name)
             if value and len(value) > _MAX_TEXT:
-                fields = {**fields, name: value[:_MAX_TEXT]}
+                fields, data = {**fields, name: value[:_MAX_TEXT]}, None
+        if data is None:
+            data = orjson.dumps(fields)
         # `{"time": ..., **fields}`, without building that dict: the time goes before the
         # fields' own JSON object.
-        self._batch.append(b'{"time":%.3f,%s' % (time.time(), orjson.dumps(fields)[1:]))
+        self._batch.append(b'{"time":%.3f,%s' % (time.time(), data[1:]))
         if len(self._batch) >= FLUSH_ENTRIES:
             self._flush()
 

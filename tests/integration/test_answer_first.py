@@ -125,9 +125,9 @@ async def test_the_log_line_and_metrics_follow_the_answer_once_per_request(
             events.append("answer")
         return await prepare(response, request)
 
-    def recorded(ctx: Any, fields: dict[str, Any]) -> None:
+    def recorded(ctx: Any, fields: dict[str, Any], *rest: Any) -> None:
         events.append(f"logged {fields['cache']}")
-        record(ctx, fields)
+        record(ctx, fields, *rest)
 
     monkeypatch.setattr(web.StreamResponse, "prepare", answered_now)
     monkeypatch.setattr(routes, "record_request", recorded)
@@ -149,9 +149,9 @@ async def test_a_streams_log_line_and_metrics_come_before_its_end(
     events: list[str] = []
     record, write_eof = routes.record_request, web.StreamResponse.write_eof
 
-    def recorded(ctx: Any, fields: dict[str, Any]) -> None:
+    def recorded(ctx: Any, fields: dict[str, Any], *rest: Any) -> None:
         events.append(f"logged stream={fields['stream']}")
-        record(ctx, fields)
+        record(ctx, fields, *rest)
 
     async def ended(response: web.StreamResponse, data: bytes = b"") -> None:
         if response.headers.get("Server") == "llm-gateway":  # not the mock's, in this process

@@ -276,3 +276,14 @@ def test_exporter_shows_open_circuit_with_bounded_model(metrics: Metrics) -> Non
     assert value(metrics, state, provider="openai", model="gpt-4o-mini") == 2
     assert value(metrics, state, provider="openai", model="other") == 2
     assert value(metrics, state, provider="anthropic", model="other") == 0
+
+
+def test_label_values_follow_a_reloaded_config(runtime: Runtime) -> None:
+    metrics = Metrics(CollectorRegistry(), runtime)
+    names = ("team-a", "chat", "openai", "gpt-4o-mini")
+    assert metrics.labels(names) == names
+    assert metrics.labels(("team-b", "chat", "openai", "gpt-4o-mini"))[0] == "other"
+    config = dict(CONFIG, keys=[{**CONFIG["keys"][0], "name": "team-b"}])
+    metrics.follow(Runtime.build(parse_config(config, "<test>")))
+    assert metrics.labels(names)[0] == "other"  # remembered under the old config: not kept
+    assert metrics.labels(("team-b", "chat", "openai", "gpt-4o-mini"))[0] == "team-b"

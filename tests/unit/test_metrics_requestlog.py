@@ -6,6 +6,7 @@ import asyncio
 import time
 from typing import Any
 
+import orjson
 import pytest
 from fakeredis import FakeAsyncRedis
 from prometheus_client import CollectorRegistry
@@ -126,11 +127,14 @@ def test_log_size_comes_from_the_environment_with_a_safe_default() -> None:
     assert size_from_env({"GATEWAY_REQUEST_LOG_SIZE": "0"}) == 1
 
 
-async def test_an_entry_is_its_time_then_the_fields_with_free_text_cut(metrics: Metrics) -> None:
+@pytest.mark.parametrize("serialised", [False, True])  # the log line's JSON handed over
+async def test_an_entry_is_its_time_then_the_fields_with_free_text_cut(
+    metrics: Metrics, serialised: bool
+) -> None:
     log = RequestLog(FakeAsyncRedis(), metrics, 1000, exact_trim=True)
     sent = {"request_id": "r1", "method": "POST", "path": "/v1/" + "p" * 300, "model": None}
     before = time.time()
-    log.write(sent)
+    log.write(sent, orjson.dumps(sent) if serialised else None)
     await log.aclose(wait_s=1)
     (entry,) = await log.recent(10)
     assert list(entry)[:5] == ["time", "request_id", "method", "path", "model"]
