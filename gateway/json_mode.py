@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from gateway.records import record
+
 JSON_FORMATS = frozenset({"json_object", "json_schema"})
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Output:
     """One generated answer (a choice, a message), reduced to what the checks need."""
 
