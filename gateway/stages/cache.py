@@ -5,7 +5,8 @@ and before the upstream call; a route without an enabled `cache` section passes 
 A hit, or an answer shared by single-flight, is served without calling the next stage. The
 answer of a miss is collected when the next stage returns (by then a buffered body is read
 and a stream has been relayed to its end), handed at once to this process's waiting
-followers, and written to the store in the background.
+followers, and written to the store: in the request's settle, when it holds a reservation
+(see gateway.stages.gates.carry), else in the background.
 """
 
 from __future__ import annotations
