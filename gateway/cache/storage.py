@@ -37,6 +37,8 @@ COOL_OFF_S = 1.0
 _LOOKUPS = ("read.lua", "lookup.lua", "reserve_lookup.lua")
 _WRITES = ("write.lua", "store.lua", "settle_store.lua")
 T = TypeVar("T")
+# What a write that rode in the settle may fail with when the store failed it.
+_STORE_FAILURES = (StoreUnavailable, RedisError, OSError, TimeoutError)
 LockState = Literal["leader", "follower", "none"]
 _log = structlog.get_logger("gateway.cache")
 
@@ -166,12 +168,14 @@ class CacheStore:
         return Rider(self.scripts.settle_store, keys, _put_args(entry, ttl_ms, token))
 
     def written(self, error: BaseException | None) -> bool:
-        """A ridden write's outcome (`error`: the settle's, which carried it); True when the
-        entry was stored."""
-        if error is not None:
+        """A ridden write's outcome (`error`: why the settle that carried it failed, or was
+        never sent); True when the entry was stored. A store failure rests the cache, as
+        any other; anything else does not."""
+        if error is None:
+            return True
+        if isinstance(error, _STORE_FAILURES):
             self._failed(error)
-            return False
-        return True
+        return False
 
     async def release(self, key: str, token: str) -> None:
         with contextlib.suppress(CacheUnavailable):  # if it cannot be released, it expires

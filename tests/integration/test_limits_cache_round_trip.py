@@ -262,3 +262,20 @@ async def test_a_request_holding_nothing_writes_its_entry_on_its_own(
     hit, cached = await post(gateway, CHAT, {**A, **REPLY})
     assert (hit.headers["x-gateway-cache"], cached) == ("HIT", body)
     assert len(mock.requests) == 1
+
+
+async def test_a_settle_that_fails_before_the_store_is_asked_leaves_no_entry_behind(
+    make_gateway: MakeGateway, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gateway = await limited_cached_gateway(make_gateway, redis_url)
+    state = gateway.app[CACHE_STATE]
+
+    def failing(*args: Any) -> Any:
+        raise RuntimeError("a defect in the statistics")
+
+    monkeypatch.setattr(gateway.app[ACCOUNTING], "count", failing)
+    resp, _ = await post(gateway, CHAT, {**A, **REPLY})
+    assert resp.status == 200  # the answer was decided; the failing hook is logged
+    assert state.writing == {}  # its entry is not kept in memory for ever
+    assert (state.stats.stores, state.stats.errors) == (0, 0)
+    assert state.health.usable()  # not the store's failure: the cache does not rest
