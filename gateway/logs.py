@@ -137,27 +137,21 @@ def request_fields(ctx: RequestContext) -> dict[str, Any]:
     }
 
 
-def log_request(ctx: RequestContext) -> dict[str, Any]:
-    """Write the request's one log line; returns its fields (the request log stores them)."""
+def log_request(ctx: RequestContext) -> tuple[dict[str, Any], bytes | None]:
+    """Write the request's one log line; returns its fields (the request log stores them)
+    and, when the line was made of it, the fields' own JSON object (so is the entry)."""
     fields = request_fields(ctx)
-    log_fields(fields)
-    return fields
-
-
-def log_fields(fields: dict[str, Any]) -> bytes | None:
-    """Write a request's log line of `fields`; returns the fields' own JSON object when it
-    made one (the request log's entry is made of it too), else None."""
     out = _direct
     if out is None:
         _request_log.info("request", **fields)
-        return None
+        return fields, None
     # `{**fields, "event": "request", "level": "info", "timestamp": ...}`, without building
     # that dict: the last three fields go after the fields' own JSON object.
     data = orjson.dumps(fields)
     ending = b',"event":"request","level":"info","timestamp":"%s"}\n' % utc_timestamp().encode()
     out.write(data[:-1] + ending)
     _flush_at_end_of_turn(out)
-    return data
+    return fields, data
 
 
 def utc_timestamp(now: float | None = None) -> str:

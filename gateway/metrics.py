@@ -36,8 +36,10 @@ PREFIX = "llm_gateway_"
 LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300, 600)
 TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 20, 60)
 NONE = "none"  # the label value when a request never got that far (no key, no route)
-# A request's (key, route, provider, model): names, or the label values they become.
-Names = tuple[Any, Any, Any, Any]
+# A request's (key, route, provider, model) names (None: not that far), and the label values
+# they become.
+Names = tuple[str | None, str | None, str | None, str | None]
+Labels = tuple[str, str, str, str]
 MAX_NAME_SETS = 4096
 OTHER = "other"  # the label value for anything outside the bounded set
 CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
@@ -84,9 +86,9 @@ class Metrics:
         self.routes = frozenset(r.name for r in config.routes)
         self.providers = frozenset(config.providers)
         # (key, route, provider, model) names -> their label values, under this config.
-        self._names: dict[Names, Names] = {}
+        self._names: dict[Names, Labels] = {}
 
-    def labels(self, names: Names) -> Names:
+    def labels(self, names: Names) -> Labels:
         """The label values of a request's (key, route, provider, model) names, worked out
         once per name set (at most MAX_NAME_SETS kept: models come from clients)."""
         found = self._names.get(names)

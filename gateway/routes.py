@@ -14,7 +14,7 @@ from gateway.context import RequestContext
 from gateway.dialects import ANTHROPIC, OPENAI, dialect_for
 from gateway.drain import CUT, DRAIN, shutdown_answer
 from gateway.errors import GatewayError
-from gateway.logs import log_fields, request_fields
+from gateway.logs import log_request
 from gateway.metrics import METRICS
 from gateway.middleware import CONTEXT, REQUEST_ID, UNIQUE_ID
 from gateway.observe import record_request
@@ -119,8 +119,7 @@ async def finish(ctx: RequestContext, pending: Pending | None, billed: Future[No
 
 def record(ctx: RequestContext) -> None:
     """The request's one log line and its metrics. Every request ends here exactly once."""
-    fields = request_fields(ctx)
-    record_request(ctx, fields, log_fields(fields))
+    record_request(ctx, *log_request(ctx))
 
 
 async def _answer(ctx: RequestContext) -> web.StreamResponse:

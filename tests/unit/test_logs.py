@@ -59,7 +59,7 @@ def test_the_direct_json_line_is_the_line_structlog_writes(
     logs.configure_logging(LoggingConfig(format="json", level="info"))
     ctx = finished(runtime, usage=Usage(input_tokens=12, output_tokens=3), cost_micro=42)
     assert logs._direct is not None
-    fields = logs.log_request(ctx)  # direct
+    fields, _ = logs.log_request(ctx)  # direct
     logs._direct = None
     logs.log_request(ctx)  # through structlog, configured the same way
     direct, piped = lines(capsysbinary)
