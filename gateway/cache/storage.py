@@ -134,7 +134,7 @@ class CacheStore:
         """The same lookup, to ride in the request's reservation (`looked_up` reads its
         reply); None where it cannot: a Redis Cluster keeps the accounting and the entries in
         different slots, and a store resting after a failure is not asked."""
-        if isinstance(self.redis, RedisCluster) or not self.health.usable():
+        if not self._rides():
             return None
         keys = (key, lock_key(key))
         return Rider(self.scripts.reserve_lookup, keys, _lookup_args(token, lock_ttl_s))
@@ -162,10 +162,16 @@ class CacheStore:
         """The same write, to ride in the request's settle (gateway.stages.gates.carry);
         None where it cannot: on a Redis Cluster (see `rider`), or a store resting after a
         failure, which is not asked."""
-        if isinstance(self.redis, RedisCluster) or not self.health.usable():
+        if not self._rides():
             return None
         keys = (key, lock_key(key))
         return Rider(self.scripts.settle_store, keys, _put_args(entry, ttl_ms, token))
+
+    def _rides(self) -> bool:
+        """Whether a read or a write may ride in the accounting's command: not on a Redis
+        Cluster (the accounting and the entries live in different slots), nor while the
+        store rests after a failure."""
+        return not isinstance(self.redis, RedisCluster) and self.health.usable()
 
     def written(self, error: BaseException | None) -> bool:
         """A ridden write's outcome (`error`: why the settle that carried it failed, or was

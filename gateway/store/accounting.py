@@ -188,6 +188,13 @@ class Accounting:
         except _STORE_ERRORS as exc:
             raise _unavailable(exc) from None
 
+    async def _run_with(self, script: Script, args: list[Any], rider: Rider | None) -> Any:
+        """`script`, or the rider's script in its place with the rider's keys and arguments
+        after its own."""
+        if rider is None:
+            return await self._run(script, args)
+        return await self._run(rider.script, [*args, *rider.args], (PREFIX, *rider.keys))
+
     async def reserve(
         self,
         request_id: str,
@@ -206,10 +213,7 @@ class Accounting:
         args += ["1" if hold else "0", len(scopes)]
         for s in scopes:
             args += s.limits
-        if rider is None:
-            out = await self._run(self._reserve, args)
-        else:
-            out = await self._run(rider.script, [*args, *rider.args], (PREFIX, *rider.keys))
+        out = await self._run_with(self._reserve, args, rider)
         return reservation_reply(out, rider is not None)
 
     async def settle(
@@ -230,10 +234,7 @@ class Accounting:
         args: list[Any] = [request_id, *actual, *reserved, *period, tpm, rate_key, len(scopes)]
         for s in scopes:
             args += [s.name, _limit(s.day_micro), _limit(s.month_micro)]
-        if rider is None:
-            out = await self._run(self._settle, args)
-        else:
-            out = await self._run(rider.script, [*args, *rider.args], (PREFIX, *rider.keys))
+        out = await self._run_with(self._settle, args, rider)
         return [
             Crossing(
                 _s(out[i]),
