@@ -101,6 +101,20 @@ class StoreHealth:
         self.down_until = self.clock() + COOL_OFF_S
 
 
+def _cluster(client: Store) -> bool:
+    """Whether `client` is a Redis Cluster client, remembered per class: `isinstance`
+    against RedisCluster goes through `typing.Protocol`'s check in Python (it is one), twice
+    per request otherwise."""
+    kind = type(client)
+    known = _CLUSTER_CLASSES.get(kind)
+    if known is None:
+        known = _CLUSTER_CLASSES[kind] = issubclass(kind, RedisCluster)
+    return known
+
+
+_CLUSTER_CLASSES: dict[type, bool] = {}
+
+
 @record
 class Lookup:
     """What one read found: a fresh entry, else the lock state and any stale entry."""
@@ -171,7 +185,7 @@ class CacheStore:
         """Whether a read or a write may ride in the accounting's command: not on a Redis
         Cluster (the accounting and the entries live in different slots), nor while the
         store rests after a failure."""
-        return not isinstance(self.redis, RedisCluster) and self.health.usable()
+        return not _cluster(self.redis) and self.health.usable()
 
     def written(self, error: BaseException | None) -> bool:
         """A ridden write's outcome (`error`: why the settle that carried it failed, or was
