@@ -11,6 +11,7 @@ from pathlib import Path
 import redis
 
 from gateway.bench import procs, ttft, wrk
+from gateway.bench.machine import round_trips_ms
 from gateway.bench.plan import Options, Phase, StreamPhase, stream_phases, wrk_phases
 from gateway.bench.procs import BenchError, Cpus, Proc
 from gateway.bench.results import (
@@ -60,6 +61,10 @@ def _delta(after: dict[str, object], before: dict[str, object], name: str) -> in
     return a - b if isinstance(a, int) and isinstance(b, int) else None
 
 
+# The machine fact `Run.execute` adds: see `round_trips_ms`.
+ROUND_TRIP = "Store round trip (PING from the proxy's CPU)"
+
+
 class Run:
     """The stack, the load generator and the meters of one run; `execute` fills a report."""
 
@@ -73,9 +78,11 @@ class Run:
         self.meters = Meters(procs.clock_ticks(), procs.find_process("redis-server"), self.store)
 
     def execute(self, report: Report) -> None:
-        procs.pin_self(self.cpus.load)  # this process and the streaming client: the load core
         with procs.moved(self.meters.redis_pid, self.cpus.load, "Redis") as redis_note:
             report.cpus = f"{report.cpus}; {redis_note}"
+            procs.pin_self(self.cpus.proxy)  # from where the proxy reaches the store
+            report.machine[ROUND_TRIP] = round_trips_ms(self.store.ping, time.sleep)
+            procs.pin_self(self.cpus.load)  # this process and the streaming client
             self._execute(report)
 
     def _execute(self, report: Report) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.bench import ttft
+from gateway.bench import machine, ttft
 from gateway.bench.cli import options_from
 from gateway.bench.machine import cpu_model
 from gateway.bench.plan import LONG_WORDS, QUICK, Options, stream_phases, wrk_phases
@@ -382,3 +382,26 @@ def test_the_streaming_client_runs_with_its_options_and_its_summary_is_read() ->
 def test_cpu_model_from_cpuinfo() -> None:
     text = "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t: fpu\n"
     assert cpu_model(text) == "Intel(R) Xeon(R) Processor"
+
+
+def test_the_store_round_trip_is_timed_back_to_back_and_after_the_slow_providers_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A ping takes 0.1 ms of the fake clock, or 0.4 ms right after a pause: the report gives
+    the median of each, and each pause is the slow provider's 50 ms."""
+    clock = [0.0]
+    pauses: list[float] = []
+    woken = [True]
+
+    def pause(seconds: float) -> None:
+        pauses.append(seconds)
+        woken[0] = False
+
+    def ping() -> None:
+        clock[0] += 0.0001 if woken[0] else 0.0004
+        woken[0] = True
+
+    monkeypatch.setattr(machine.time, "perf_counter", lambda: clock[0])
+    text = machine.round_trips_ms(ping, pause)
+    assert text == "0.10 ms back to back, 0.40 ms after 50 ms idle"
+    assert pauses == [0.05] * machine.IDLE_PINGS
