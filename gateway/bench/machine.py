@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import platform
 import statistics
+import sys
+import sysconfig
 import time
 from collections.abc import Callable
 from importlib import metadata
@@ -36,11 +38,57 @@ def facts(redis_version: str) -> dict[str, str]:
         "nproc": str(os.cpu_count()),
         "CPU model": cpu_model(cpuinfo),
         "Kernel": platform.release(),
-        "Python": platform.python_version(),
+        "Python": interpreter(
+            sys.executable, _maps(), sysconfig.get_config_var("CONFIG_ARGS") or ""
+        ),
         "Packages": ", ".join(f"{p} {_version(p)}" for p in packages),
         "Redis": redis_version,
         "Load average before the run": load,
     }
+
+
+def _maps() -> str:
+    try:
+        return Path("/proc/self/maps").read_text()
+    except OSError:
+        return ""
+
+
+def interpreter(executable: str, maps: str, config_args: str) -> str:
+    """Which CPython build runs the benchmark's processes (they all run `executable`). The
+    build matters as much as most changes to the gateway: one configured without
+    `--enable-optimizations` and loading libpython as a shared library runs the same Python
+    code about a third slower than a distribution's build or the official image's."""
+    shared = sorted({line.rsplit("/", 1)[-1] for line in maps.splitlines() if "/libpython" in line})
+    parts = [
+        f"libpython a shared library ({', '.join(shared)})" if shared else "libpython linked in"
+    ]
+    flags = [flag for flag in ("--enable-optimizations", "--with-lto") if flag in config_args]
+    if flags:
+        parts.append(f"configured with {' and '.join(flags)}")
+    return f"{platform.python_version()} ({os.path.realpath(executable)}; {'; '.join(parts)})"
+
+
+def python_speed_ms(rounds: int = 5) -> str:
+    """The best of `rounds` times of a fixed piece of pure Python (dict updates, string
+    formatting, small objects): the interpreter and the CPU together, in one figure that
+    runs can be compared by."""
+    best = min(_timed(_python_work) for _ in range(rounds))
+    return f"{best * 1000:.0f} ms for a fixed piece of pure Python (best of {rounds})"
+
+
+def _python_work() -> None:
+    counts: dict[int, int] = {}
+    for i in range(200_000):
+        counts[i % 97] = counts.get(i % 97, 0) + len(str(i))
+        _Point(i, counts[i % 97])
+
+
+class _Point:
+    __slots__ = ("x", "y")
+
+    def __init__(self, x: int, y: int) -> None:
+        self.x, self.y = x, y
 
 
 def round_trips_ms(ping: Callable[[], object], pause: Callable[[float], object]) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 import redis
 
 from gateway.bench import procs, ttft, wrk
-from gateway.bench.machine import round_trips_ms
+from gateway.bench.machine import python_speed_ms, round_trips_ms
 from gateway.bench.plan import Options, Phase, StreamPhase, stream_phases, wrk_phases
 from gateway.bench.procs import BenchError, Cpus, Proc
 from gateway.bench.results import (
@@ -61,8 +61,9 @@ def _delta(after: dict[str, object], before: dict[str, object], name: str) -> in
     return a - b if isinstance(a, int) and isinstance(b, int) else None
 
 
-# The machine fact `Run.execute` adds: see `round_trips_ms`.
+# The machine facts `Run.execute` adds: see `round_trips_ms` and `python_speed_ms`.
 ROUND_TRIP = "Store round trip (PING from the proxy's CPU)"
+PYTHON_SPEED = "Python's speed on the proxy's CPU"
 
 
 class Run:
@@ -82,6 +83,7 @@ class Run:
             report.cpus = f"{report.cpus}; {redis_note}"
             procs.pin_self(self.cpus.proxy)  # from where the proxy reaches the store
             report.machine[ROUND_TRIP] = round_trips_ms(self.store.ping, time.sleep)
+            report.machine[PYTHON_SPEED] = python_speed_ms()
             procs.pin_self(self.cpus.load)  # this process and the streaming client
             self._execute(report)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import subprocess
 import sys
 import time
@@ -405,3 +406,43 @@ def test_the_store_round_trip_is_timed_back_to_back_and_after_the_slow_providers
     text = machine.round_trips_ms(ping, pause)
     assert text == "0.10 ms back to back, 0.40 ms after 50 ms idle"
     assert pauses == [0.05] * machine.IDLE_PINGS
+
+
+PYENV_MAPS = (
+    "55d0c0a00000-55d0c0a01000 r--p 00000000 08:01 1 /root/.pyenv/versions/3.11.7/bin/python3.11\n"
+    "7f2a10000000-7f2a10200000 r--p 00000000 08:01 2 "
+    "/root/.pyenv/versions/3.11.7/lib/libpython3.11.so.1.0\n"
+    "7f2a10200000-7f2a10600000 r-xp 00200000 08:01 2 "
+    "/root/.pyenv/versions/3.11.7/lib/libpython3.11.so.1.0\n"
+    "7f2a20000000-7f2a20100000 r-xp 00000000 08:01 3 /usr/lib/x86_64-linux-gnu/libc.so.6\n"
+)
+STATIC_MAPS = (
+    "55d0c0a00000-55d0c0f00000 r-xp 00000000 08:01 1 /usr/bin/python3.11\n"
+    "7f2a20000000-7f2a20100000 r-xp 00000000 08:01 3 /usr/lib/x86_64-linux-gnu/libc.so.6\n"
+)
+
+
+def test_the_report_says_which_python_build_ran_the_processes() -> None:
+    """An interpreter loading libpython as a shared library, and one with it linked in; what
+    the build was configured with is said only where the configuration says it."""
+    shared = machine.interpreter("/usr/bin/env", PYENV_MAPS, "'--enable-shared' '--prefix=/x'")
+    assert "libpython a shared library (libpython3.11.so.1.0)" in shared
+    assert "configured with" not in shared
+    linked = machine.interpreter(
+        "/usr/bin/env", STATIC_MAPS, "'--enable-optimizations' '--with-lto' '--enable-shared'"
+    )
+    assert "libpython linked in" in linked
+    assert linked.endswith("configured with --enable-optimizations and --with-lto)")
+    assert linked.startswith(f"{platform.python_version()} (/usr/bin/env; ")
+
+
+def test_pythons_speed_is_the_best_of_its_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each round of the fixed piece of Python takes what the fake clock says: the report
+    gives the fastest, so a round slowed by a neighbour does not count."""
+    took = [0.050, 0.034, 0.090, 0.040, 0.120]
+    readings = iter([t for i, d in enumerate(took) for t in (float(i), i + d)])
+    ran: list[int] = []
+    monkeypatch.setattr(machine, "_python_work", lambda: ran.append(1))
+    monkeypatch.setattr(machine.time, "perf_counter", lambda: next(readings))
+    assert machine.python_speed_ms() == "34 ms for a fixed piece of pure Python (best of 5)"
+    assert len(ran) == 5
