@@ -72,6 +72,10 @@ def _added_latency(report: Report) -> Check:
     if p is None or p.added_p50_ms is None or p.added_p99_ms is None:
         return Check(name, target, "-", _verdict(None))
     measured = f"p50 {p.added_p50_ms:+.2f} ms, p99 {p.added_p99_ms:+.2f} ms"
+    # The floor under the same conditions: what the machine adds to any proxy (waking it).
+    floor = _phase(report, "forwarder", 50, 16)
+    if floor is not None and floor.added_p50_ms is not None and floor.added_p99_ms is not None:
+        measured += f" (the forwarder {floor.added_p50_ms:+.2f} / {floor.added_p99_ms:+.2f} ms)"
     return Check(name, target, measured, _verdict(p.added_p50_ms < 2 and p.added_p99_ms < 10))
 
 
@@ -81,6 +85,9 @@ def _ttft(report: Report) -> Check:
     if s is None or s.added_ttft_p50_ms is None:
         return Check(name, target, "-", _verdict(None))
     measured = f"{s.added_ttft_p50_ms:+.2f} ms p50 ({s.latency_ms} ms provider, c{s.connections})"
+    floor = _stream(report, "forwarder")
+    if floor is not None and floor.added_ttft_p50_ms is not None:
+        measured += f"; the forwarder {floor.added_ttft_p50_ms:+.2f} ms"
     return Check(name, target, measured, _verdict(s.added_ttft_p50_ms < 2))
 
 

@@ -53,6 +53,7 @@ def sample_report() -> Report:
     ]
     streams = [
         StreamResult("direct", 50, 16, 500, 0, 51.0, 55.0, None),
+        StreamResult("forwarder", 50, 16, 490, 0, 51.25, 56.0, 300.0),
         StreamResult("gateway", 50, 16, 480, 0, 52.5, 58.0, 800.0),
     ]
     return Report(
@@ -164,7 +165,10 @@ def test_one_disturbed_streaming_run_does_not_decide_the_first_token_target() ->
     assert (gateway.proxy_cpu_us, gateway.ttft_p50_range) == (810.0, (52.2, 63.9))
     report = replace(sample_report(), streams=rows, stream_runs=runs)
     ttft = next(c for c in check_targets(report) if c.name == "Streaming time to first token")
-    assert (ttft.measured, ttft.verdict) == ("+1.40 ms p50 (50 ms provider, c16)", "met")
+    assert (ttft.measured, ttft.verdict) == (
+        "+1.40 ms p50 (50 ms provider, c16); the forwarder +0.60 ms",
+        "met",
+    )
     text = markdown(report)
     streaming = text[text.index("### Streaming") : text.index("### Memory")]
     assert "Each proxy row is the median of 3 runs" in streaming
@@ -202,7 +206,10 @@ def test_long_answers_compare_with_their_own_direct_and_forwarder_and_judge_no_t
     assert rows[2].cpu_vs_forwarder == 3.0
     report = replace(sample_report(), streams=rows, stream_runs=runs)
     ttft = next(c for c in check_targets(report) if c.name == "Streaming time to first token")
-    assert (ttft.measured, ttft.verdict) == ("+1.50 ms p50 (0 ms provider, c16)", "met")
+    assert (ttft.measured, ttft.verdict) == (
+        "+1.50 ms p50 (0 ms provider, c16); the forwarder +1.00 ms",
+        "met",
+    )
     text = markdown(report)
     row = next(line for line in text.splitlines() if line.startswith("| gateway | 200 words"))
     assert row.startswith("| gateway | 200 words, 5 ms apart | 0 ms | 16 | 280 | 40.00 |")
@@ -225,6 +232,13 @@ def test_targets_met_by_good_figures() -> None:
     verdicts = {c.name: c.verdict for c in checks}
     measured = {c.name: c.measured for c in checks}
     assert measured["Throughput, one worker on one core"].endswith("; the forwarder 4,000/s")
+    # The floor beside the latencies: the forwarder under the same conditions.
+    assert measured["Added latency, 50 ms provider, c16"] == (
+        "p50 +1.50 ms, p99 +5.00 ms (the forwarder +0.50 / +1.00 ms)"
+    )
+    assert measured["Streaming time to first token"] == (
+        "+1.50 ms p50 (50 ms provider, c16); the forwarder +0.25 ms"
+    )
     assert verdicts["CPU per request, cache miss"] == "met"
     assert verdicts["CPU per request, cache hit"] == "met"
     assert verdicts["Added latency, 50 ms provider, c16"] == "met"
