@@ -6,6 +6,8 @@ as the code. Here both run at once, each its own `gateway serve` on the same CPU
 one mock provider and one Redis database, and wrk alternates short phases between them
 (A B B A ...): the drift falls on both, and each pair's ratio compares the code. The other
 version is the `gateway/` package in DIR (a checkout, or `git worktree add DIR <commit>`).
+`--base-python PATH` runs it on another interpreter (a virtualenv's python holding the
+gateway's dependencies): with `--base .`, the same code on two interpreters.
 
 Each pair runs on gateways started for it (`--same-processes`: one each for the whole run).
 One process can be cheaper than another of the same code for as long as it lives (where its
@@ -131,9 +133,10 @@ def summary(spec: Spec, samples: dict[str, list[Sample]]) -> Row:
     )
 
 
-def markdown(rows: list[Row], base: Path) -> str:
+def markdown(rows: list[Row], base: Path, base_python: str | None = None) -> str:
+    on = f" run by `{base_python}`" if base_python else ""
     lines = [
-        f"This version against `{base}`: CPU µs per request of each (median of the pairs), "
+        f"This version against `{base}`{on}: CPU µs per request of each (median of the pairs), "
         "and this one's over base's, pair by pair; the pairs in which this one's p50 was lower "
         "(streams: the time to the first token).",
         "",
@@ -158,13 +161,25 @@ def package_root(path: Path) -> Path:
     return path.resolve()
 
 
+def interpreters(base_python: str | None) -> dict[str, str]:
+    """Which interpreter runs each version: this one's, unless base is given its own."""
+    return {"base": base_python or sys.executable, "this": sys.executable}
+
+
 class Comparison:
     """Mock, Redis and the two gateways of one run; `measure` runs the phases."""
 
     def __init__(
-        self, base: Path, workdir: Path, redis_url: str, pin: bool, fresh: bool = True
+        self,
+        base: Path,
+        workdir: Path,
+        redis_url: str,
+        pin: bool,
+        fresh: bool = True,
+        base_python: str | None = None,
     ) -> None:
         self.roots = {"base": package_root(base), "this": Path(gateway.__file__).parent.parent}
+        self.pythons = interpreters(base_python)
         self.fresh = fresh  # new gateways for every pair but the first
         self.measured = False  # whether the running gateways have been measured
         self.workdir = workdir
@@ -186,9 +201,9 @@ class Comparison:
         config = str(self.stack.config_path())
         for name in NAMES:
             port = self.ports[name] = free_port()
-            argv = [sys.executable, "-m", "gateway.cli", "serve", "--config", config]
             env = {**os.environ, "PYTHONPATH": str(self.roots[name])}
-            proc = Proc(name, [*argv, "--port", str(port)], self.cpus.proxy, self.log(name), env)
+            argv = self.gateway_argv(name, config, port)
+            proc = Proc(name, argv, self.cpus.proxy, self.log(name), env)
             proc.cwd = self.workdir  # outside both checkouts: see the module's docstring
             self.procs[name] = proc
             proc.start()
@@ -198,6 +213,10 @@ class Comparison:
         for name in NAMES:  # connection pools and the interpreter's own warm-up
             self._wrk(name, Spec("miss", 16), WARMUP_S)
         self.measured = False
+
+    def gateway_argv(self, name: str, config: str, port: int) -> list[str]:
+        serve = ["-m", "gateway.cli", "serve", "--config", config, "--port", str(port)]
+        return [self.pythons[name], *serve]
 
     def stop_gateways(self) -> None:
         for proc in self.procs.values():
@@ -270,6 +289,10 @@ def _parser() -> argparse.ArgumentParser:
         description="This version of the gateway against another, side by side.",
     )
     p.add_argument("--base", required=True, help="a directory holding the other gateway/")
+    p.add_argument(
+        "--base-python",
+        help="the interpreter that runs the other gateway (default: this one's)",
+    )
     p.add_argument("--phases", default=DEFAULT_PHASES, help=f"default {DEFAULT_PHASES}")
     p.add_argument("--pairs", type=int, default=10, help="A B pairs per phase (default 10)")
     p.add_argument("--duration", type=float, default=3.0, help="seconds per wrk run (3)")
@@ -293,11 +316,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
     if args.pairs < 1 or args.duration <= 0:
         parser.error("--pairs must be at least 1 and --duration above 0")
+    if args.base_python and not os.access(args.base_python, os.X_OK):
+        parser.error(f"--base-python {args.base_python}: not an executable")
     out = Path(args.out or tempfile.mkdtemp(prefix="gateway-compare-"))
     out.mkdir(parents=True, exist_ok=True)
     try:
         run = Comparison(
-            Path(args.base), out, args.redis_url, not args.no_pin, not args.same_processes
+            Path(args.base),
+            out,
+            args.redis_url,
+            not args.no_pin,
+            not args.same_processes,
+            args.base_python,
         )
     except BenchError as exc:
         print(f"cannot run: {exc}", file=sys.stderr)
@@ -316,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     finally:
         run.stop()
-    text = markdown(rows, run.roots["base"])
+    text = markdown(rows, run.roots["base"], args.base_python)
     (out / "compare.md").write_text(text)
     (out / "compare.json").write_bytes(
         orjson.dumps([dataclasses.asdict(r) for r in rows], option=orjson.OPT_INDENT_2)

@@ -14,6 +14,7 @@ from gateway.bench.compare import (
     Comparison,
     Sample,
     Spec,
+    interpreters,
     main,
     markdown,
     order,
@@ -78,6 +79,34 @@ def test_bad_options_are_refused_before_anything_starts(
     assert "'burst:3'" in capsys.readouterr().err
     assert main(["--base", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
     assert "no gateway/ package" in capsys.readouterr().err
+
+
+def test_the_base_may_run_on_another_interpreter(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--base-python`: the same code on two interpreters, each gateway started by its own,
+    and the table says which ran the base. One that is not there is refused at once."""
+    run = Comparison.__new__(Comparison)
+    run.pythons = interpreters("/opt/other/bin/python")
+    assert run.gateway_argv("base", "g.yaml", 8001)[0] == "/opt/other/bin/python"
+    assert run.gateway_argv("this", "g.yaml", 8002) == [
+        sys.executable,
+        "-m",
+        "gateway.cli",
+        "serve",
+        "--config",
+        "g.yaml",
+        "--port",
+        "8002",
+    ]
+    assert interpreters(None) == {"base": sys.executable, "this": sys.executable}
+    row = summary(Spec("hit", 64), {name: [Sample(200, 1000, 10, 40)] for name in NAMES})
+    table = markdown([row], Path("/src"), "/opt/other/bin/python")
+    assert table.startswith("This version against `/src` run by `/opt/other/bin/python`: ")
+    with pytest.raises(SystemExit) as exit_:
+        main(["--base", ".", "--base-python", str(tmp_path / "python")])
+    assert exit_.value.code == 2
+    assert "not an executable" in capsys.readouterr().err
 
 
 def test_a_process_starts_where_it_is_told(tmp_path: Path) -> None:
