@@ -56,10 +56,10 @@ def _maps() -> str:
 
 
 def interpreter(executable: str, maps: str, config_args: str) -> str:
-    """Which CPython build runs the benchmark's processes (they all run `executable`). The
-    build matters as much as most changes to the gateway: one configured without
-    `--enable-optimizations` and loading libpython as a shared library runs the same Python
-    code about a third slower than a distribution's build or the official image's."""
+    """Which CPython build runs the benchmark's processes (they all run `executable`). One
+    configured without `--enable-optimizations` and loading libpython as a shared library
+    runs pure Python about 1.4x slower than a distribution's build, and the gateway about
+    1.1x the CPU per request (docs/performance.md, "The interpreter")."""
     shared = sorted({line.rsplit("/", 1)[-1] for line in maps.splitlines() if "/libpython" in line})
     parts = [
         f"libpython a shared library ({', '.join(shared)})" if shared else "libpython linked in"
