@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from collections.abc import Sequence
 
@@ -59,6 +60,12 @@ def _positive(text: str) -> int:
     return value
 
 
+# The commands that listen on ports of their own choosing, and the options that choose them.
+# (`serve` says why it cannot listen in its log line.)
+_LISTENERS = {"demo": "--port and --mock-port", "mock-provider": "--port"}
+_CANNOT_BIND = {errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -66,6 +73,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if args.command not in _LISTENERS or exc.errno not in _CANNOT_BIND:
+            raise
+        print(
+            f"gateway {args.command}: cannot listen: {exc.strerror}. "
+            f"Stop what holds the port, or choose another with {_LISTENERS[args.command]}.",
+            file=sys.stderr,
+        )
+        return 1
 
 
 def _dispatch(args: argparse.Namespace) -> int:

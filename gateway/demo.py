@@ -78,19 +78,21 @@ async def run_demo(host: str, port: int, mock_port: int) -> None:
     provider_key = "mock-" + secrets.token_urlsafe(16)
     mock = runner_for(create_mock_app(api_key=provider_key))
     await mock.setup()
-    await web.TCPSite(mock, host, mock_port).start()
-    key, key_sha256 = new_key()
-    admin_token, admin_sha256 = new_key()
-    config = demo_config(f"http://{host}:{mock_port}", key_sha256, provider_key, admin_sha256)
-    configure_logging(LoggingConfig(format="console"))
-    gateway = runner_for(create_app(config))
-    await gateway.setup()
     try:
-        await web.TCPSite(gateway, host, port).start()
-        print(banner(f"http://{host}:{port}", key, admin_token), flush=True)
-        await _interrupted()
+        await web.TCPSite(mock, host, mock_port).start()
+        key, key_sha256 = new_key()
+        admin_token, admin_sha256 = new_key()
+        config = demo_config(f"http://{host}:{mock_port}", key_sha256, provider_key, admin_sha256)
+        configure_logging(LoggingConfig(format="console"))
+        gateway = runner_for(create_app(config))
+        await gateway.setup()
+        try:
+            await web.TCPSite(gateway, host, port).start()
+            print(banner(f"http://{host}:{port}", key, admin_token), flush=True)
+            await _interrupted()
+        finally:
+            await gateway.cleanup()
     finally:
-        await gateway.cleanup()
         await mock.cleanup()
 
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
+import socket
+import subprocess
 import sys
 from contextlib import suppress
 
 import aiohttp
+import pytest
 from anthropic import AsyncAnthropic
 from openai import AsyncOpenAI
 
@@ -59,3 +62,31 @@ async def test_demo_serves_the_printed_key_and_stops_on_ctrl_c() -> None:
             await proc.wait()
         with suppress(Exception):
             await proc.communicate()
+
+
+@pytest.mark.parametrize(
+    ("command", "taken"),
+    [("demo", "--mock-port"), ("demo", "--port"), ("mock-provider", "--port")],
+)
+def test_a_port_in_use_is_a_clear_error_not_a_traceback(command: str, taken: str) -> None:
+    """Another demo still running, say: the command names the address and the options that
+    choose another, and exits 1."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        ports = {"--port": free_port(), "--mock-port": free_port()} if command == "demo" else {}
+        ports[taken] = port
+        argv = [arg for flag, value in ports.items() for arg in (flag, str(value))]
+        done = subprocess.run(
+            [sys.executable, "-m", "gateway", command, *argv],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert f"gateway {command}: cannot listen: " in done.stderr
+    assert f"('127.0.0.1', {port}): address already in use" in done.stderr
+    assert "choose another with --port" in done.stderr
