@@ -68,7 +68,10 @@ class RequestContext:
     outcome: str = "ok"
     error_code: str | None = None
     ttfb_s: float | None = None
-    upstream_s: float | None = None  # the upstream exchange, when one was made
+    # The upstream exchange, when one was made: from once the limits' verdict was in (the
+    # store's reply is the gateway's own time) to its last byte relayed.
+    upstream_started: float | None = None
+    upstream_s: float | None = None
     usage: Usage | None = None
     # A stream's usage is its final report (not only the input counted at its start): a
     # stream cut after it is billed from it, not estimated.
@@ -117,6 +120,12 @@ class RequestContext:
 
     def elapsed_s(self) -> float:
         return time.perf_counter() - self.started
+
+    def overhead_s(self, elapsed_s: float) -> float:
+        """Of `elapsed_s` (the request's time so far), the gateway's own: all of it but the
+        upstream exchange. All of it for a request that made none (a cache hit, a refusal)."""
+        upstream = self.upstream_s
+        return elapsed_s if upstream is None else max(0.0, elapsed_s - upstream)
 
     def target(self) -> tuple[RouteConfig, Provider]:
         """The route and provider chosen by the routing stage."""

@@ -111,6 +111,7 @@ CLIENT_LEFT = 499
 def request_fields(ctx: RequestContext) -> dict[str, Any]:
     """The fields of a request's log line. SECURITY: names from config only, never secrets."""
     usage = ctx.usage
+    elapsed = ctx.elapsed_s()
     return {
         "request_id": ctx.request_id,
         "method": ctx.request.method,
@@ -124,7 +125,8 @@ def request_fields(ctx: RequestContext) -> dict[str, Any]:
         "outcome": ctx.outcome,
         "error_code": ctx.error_code,
         "attempts": ctx.attempts,
-        "latency_ms": round(ctx.elapsed_s() * 1000, 2),
+        "latency_ms": round(elapsed * 1000, 2),
+        "overhead_ms": round(ctx.overhead_s(elapsed) * 1000, 2),
         "ttfb_ms": round(ctx.ttfb_s * 1000, 2) if ctx.ttfb_s is not None else None,
         "input_tokens": usage.input_tokens if usage else None,
         "output_tokens": usage.output_tokens if usage else None,

@@ -35,6 +35,8 @@ PREFIX = "llm_gateway_"
 # LLM latencies: from a cached answer (tens of ms) to a long generation (minutes).
 LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300, 600)
 TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 20, 60)
+# The gateway's own share of a request: a millisecond or two, more behind a slow store.
+OVERHEAD_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
 NONE = "none"  # the label value when a request never got that far (no key, no route)
 # A request's (key, route, provider, model) names (None: not that far), and the label values
 # they become.
@@ -73,6 +75,7 @@ class Metrics:
             self.request_duration: (*LATENCY_BUCKETS, float("inf")),
             self.upstream_duration: (*LATENCY_BUCKETS, float("inf")),
             self.ttft: (*TTFT_BUCKETS, float("inf")),
+            self.overhead: (*OVERHEAD_BUCKETS, float("inf")),
         }
         self._define_derived(registry)
         self._define_budgets(registry, runtime.config)
@@ -145,6 +148,14 @@ class Metrics:
             "Streamed requests: from arrival to the first byte of the answer.",
             ["route", "model"],
             buckets=TTFT_BUCKETS,
+            registry=r,
+        )
+        self.overhead = Histogram(
+            f"{PREFIX}overhead_seconds",
+            "The gateway's own time in a request: its whole duration less the upstream "
+            "exchange (all of it for a cache hit or a refusal).",
+            ["route"],
+            buckets=OVERHEAD_BUCKETS,
             registry=r,
         )
         self.tokens = Counter(

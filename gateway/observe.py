@@ -48,7 +48,9 @@ def record_metrics(m: Metrics, ctx: RequestContext) -> None:
     cache = cache_result(ctx)
     add, observe = m.add, m.observe
     add(m.requests, (key, route, provider, model, status_label(ctx), cache))
-    observe(m.request_duration, (route, model), ctx.elapsed_s())
+    elapsed = ctx.elapsed_s()
+    observe(m.request_duration, (route, model), elapsed)
+    observe(m.overhead, (route,), ctx.overhead_s(elapsed))
     if ctx.stream and ctx.ttfb_s is not None:
         observe(m.ttft, (route, model), ctx.ttfb_s)
     upstream_s = ctx.upstream_s
@@ -109,16 +111,17 @@ def rejection_reason(ctx: RequestContext) -> str | None:
 
 
 def timed_upstream(stage: Stage) -> Stage:
-    """Wraps the terminal stage: its duration per request, and the streams under way.
+    """Wraps the terminal stage: the upstream exchange's duration per request, and the
+    streams under way.
 
-    The terminal stage returns only after the last byte of a stream was relayed, so the
-    duration covers the whole upstream exchange; a cache hit never reaches it.
+    The exchange starts when the terminal stage marks it (`ctx.upstream_started`, once the
+    limits' verdict is in) and ends when the stage returns, after the last byte of a stream
+    was relayed; a cache hit never reaches it, a refused request never starts it.
     """
 
     async def run(ctx: RequestContext, call_next: Next) -> web.StreamResponse:
         metrics = ctx.app[METRICS]
         gauge = metrics.streams_in_flight if ctx.stream else None
-        started = time.perf_counter()
         if gauge is not None:
             gauge.inc()
         try:
@@ -126,6 +129,8 @@ def timed_upstream(stage: Stage) -> Stage:
         finally:
             if gauge is not None:
                 gauge.dec()
-            ctx.upstream_s = time.perf_counter() - started
+            started = ctx.upstream_started
+            if started is not None:
+                ctx.upstream_s = time.perf_counter() - started
 
     return run

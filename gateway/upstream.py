@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import orjson
 import structlog
@@ -31,6 +32,7 @@ async def call_upstream(ctx: RequestContext, call_next: Next) -> web.StreamRespo
     """Retries and fallbacks happen only before the first byte reaches the client; an error
     returned after them carries `x-should-retry: false`, so SDKs do not multiply attempts."""
     await passed(ctx)  # the limits' verdict: nothing goes upstream before it
+    ctx.upstream_started = time.perf_counter()
     route, _ = ctx.target()
     res = ctx.app[RESILIENCE]
     deadline = request_deadline(route, ctx.request.headers, ctx.elapsed_s())

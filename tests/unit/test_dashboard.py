@@ -31,6 +31,7 @@ REQUIRED_PANELS = {
     "Money saved by the cache per hour",
     "Request latency p50 / p95 / p99",
     "Time to first token p50 / p95 / p99",
+    "Gateway overhead p50 / p95 / p99",
     "Budget used % per key",
     "Circuit state",
     "Output anomaly rate",

@@ -1,0 +1,90 @@
+"""The gateway's own time in a request (`overhead_ms` in its log line and admin entry, the
+`llm_gateway_overhead_seconds` histogram): its whole time less the upstream exchange."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from gateway.store.accounting import ACCOUNTING
+from tests.conftest import KEY_A, sha
+from tests.integration.test_admin_requests import ADMIN, Client, MakeGateway, listed
+from tests.integration.test_metrics_endpoint import sample, scrape
+
+AUTH = {"Authorization": f"Bearer {KEY_A}"}
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "temperature": 0}
+PROVIDER_MS = 300  # the mock's wait before its answer's headers
+STORE_S = 0.2  # a slowed store's wait before each reservation
+ROUTES = [
+    {
+        "name": "chat",
+        "match": {"path": "/v1/chat/completions"},
+        "provider": "openai",
+        "cache": {"ttl_s": 60},
+    }
+]
+BUDGETED = [
+    {"name": "team-a", "key_sha256": sha(KEY_A), "routes": ["*"], "budget": {"usd_per_day": 10}}
+]
+
+
+async def gateway_with(make_gateway: MakeGateway, store_url: str, **config: Any) -> Client:
+    admin = {"token_sha256": sha(ADMIN)}
+    return await make_gateway(admin=admin, storage={"url": store_url}, keys=BUDGETED, **config)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["buffered", "stream"])
+async def test_the_provider_s_time_is_left_out_and_a_hit_is_all_the_gateway_s(
+    make_gateway: MakeGateway, store_url: str, stream: bool
+) -> None:
+    gateway = await gateway_with(make_gateway, store_url, routes=ROUTES)
+    slow = {**AUTH, "x-mock-latency-ms": str(PROVIDER_MS)}
+    for expected in ("MISS", "HIT"):
+        resp = await gateway.post(
+            "/v1/chat/completions", json={**CHAT, "stream": stream}, headers=slow
+        )
+        assert (resp.status, resp.headers["x-gateway-cache"]) == (200, expected)
+        await resp.read()
+    hit, miss = await listed(gateway, want=2)
+    assert (miss["cache"], hit["cache"]) == ("MISS", "HIT")
+    assert miss["latency_ms"] >= PROVIDER_MS
+    # What the provider took (at least PROVIDER_MS) is the difference between the two.
+    assert 0 < miss["overhead_ms"] <= miss["latency_ms"] - PROVIDER_MS
+    assert hit["overhead_ms"] == hit["latency_ms"]  # no upstream exchange: all of it
+    samples = await scrape(gateway)
+    assert sample(samples, "llm_gateway_overhead_seconds_count", route="chat") == 2
+    own = sample(samples, "llm_gateway_overhead_seconds_sum", route="chat")
+    whole = sample(
+        samples, "llm_gateway_request_duration_seconds_sum", route="chat", model="gpt-4o-mini"
+    )
+    assert own is not None
+    assert whole is not None
+    assert own < PROVIDER_MS / 1000 <= whole - own
+
+
+async def test_waiting_for_the_store_s_verdict_is_the_gateway_s_time(
+    make_gateway: MakeGateway, store_url: str
+) -> None:
+    """A route without cache asks for the budget's verdict in the upstream stage itself; the
+    exchange starts once the verdict is in, so the store's wait counts as the gateway's."""
+    gateway = await gateway_with(make_gateway, store_url)
+    accounting = gateway.app[ACCOUNTING]
+    reserve = accounting.reserve
+
+    async def slow_reserve(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(STORE_S)
+        return await reserve(*args, **kwargs)
+
+    accounting.reserve = slow_reserve  # type: ignore[method-assign]
+    resp = await gateway.post("/v1/chat/completions", json=CHAT, headers=AUTH)
+    assert resp.status == 200
+    (row,) = await listed(gateway)
+    assert row["overhead_ms"] >= STORE_S * 1000
+    samples = await scrape(gateway)
+    upstream = {"provider": "openai", "model": "gpt-4o-mini"}
+    assert sample(samples, "llm_gateway_upstream_duration_seconds_count", **upstream) == 1
+    took = sample(samples, "llm_gateway_upstream_duration_seconds_sum", **upstream)
+    assert took is not None
+    assert took < STORE_S
