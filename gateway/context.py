@@ -72,6 +72,9 @@ class RequestContext:
     # store's reply is the gateway's own time) to its last byte relayed.
     upstream_started: float | None = None
     upstream_s: float | None = None
+    # Waiting for an identical request's upstream exchange (single-flight): the provider's
+    # time too, not the gateway's.
+    twin_wait_s: float = 0.0
     usage: Usage | None = None
     # A stream's usage is its final report (not only the input counted at its start): a
     # stream cut after it is billed from it, not estimated.
@@ -123,9 +126,11 @@ class RequestContext:
 
     def overhead_s(self, elapsed_s: float) -> float:
         """Of `elapsed_s` (the request's time so far), the gateway's own: all of it but the
-        upstream exchange. All of it for a request that made none (a cache hit, a refusal)."""
+        upstream exchange, its own or a twin's it waited for. All of it for a request that
+        waited for none (a cache hit, a refusal)."""
         upstream = self.upstream_s
-        return elapsed_s if upstream is None else max(0.0, elapsed_s - upstream)
+        own = elapsed_s - self.twin_wait_s - (0.0 if upstream is None else upstream)
+        return max(0.0, own)
 
     def target(self) -> tuple[RouteConfig, Provider]:
         """The route and provider chosen by the routing stage."""

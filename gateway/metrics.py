@@ -153,7 +153,8 @@ class Metrics:
         self.overhead = Histogram(
             f"{PREFIX}overhead_seconds",
             "The gateway's own time in a request: its whole duration less the upstream "
-            "exchange (all of it for a cache hit or a refusal).",
+            "exchange, its own or an identical request's it waited for (all of it for a cache "
+            "hit or a refusal).",
             ["route"],
             buckets=OVERHEAD_BUCKETS,
             registry=r,

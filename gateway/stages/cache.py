@@ -12,6 +12,7 @@ followers, and written to the store: in the request's settle, when it holds a re
 from __future__ import annotations
 
 import functools
+import time
 from dataclasses import dataclass
 
 import orjson
@@ -106,7 +107,9 @@ async def _read_through(job: _Job, state: CacheState, call_next: Next) -> web.St
         await passed(job.ctx, hold=found.fresh is None)  # a hit holds nothing
         if found.fresh is None and found.lock == "follower":  # another replica is calling
             flight.stale = found.stale
+            waiting = time.perf_counter()
             found = await await_remote_leader(job.store, job.key, FOLLOW_WAIT_S)
+            job.ctx.twin_wait_s += time.perf_counter() - waiting
         if found.fresh is not None:
             shared = found.fresh
             return job.serve(found.fresh, "HIT")
@@ -122,7 +125,9 @@ async def _read_through(job: _Job, state: CacheState, call_next: Next) -> web.St
 
 async def _follow(job: _Job, flight: Flight, call_next: Next) -> web.StreamResponse:
     """Wait for this process's leader; if it has nothing to share, go upstream alone."""
+    waiting = time.perf_counter()
     entry = await flight.wait()
+    job.ctx.twin_wait_s += time.perf_counter() - waiting
     if entry is not None:
         return job.serve(entry, "HIT")
     job.offer_stale(flight.stale)

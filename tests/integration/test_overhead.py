@@ -11,6 +11,7 @@ import pytest
 from gateway.store.accounting import ACCOUNTING
 from tests.conftest import KEY_A, sha
 from tests.integration.test_admin_requests import ADMIN, Client, MakeGateway, listed
+from tests.integration.test_cache import cache_config, chat, post
 from tests.integration.test_metrics_endpoint import sample, scrape
 
 AUTH = {"Authorization": f"Bearer {KEY_A}"}
@@ -88,3 +89,42 @@ async def test_waiting_for_the_store_s_verdict_is_the_gateway_s_time(
     took = sample(samples, "llm_gateway_upstream_duration_seconds_sum", **upstream)
     assert took is not None
     assert took < STORE_S
+
+
+def own_and_whole(samples: dict[Any, float]) -> tuple[float, float]:
+    """The route's summed overhead and summed request duration, in seconds."""
+    own = sample(samples, "llm_gateway_overhead_seconds_sum", route="chat")
+    whole = sample(
+        samples, "llm_gateway_request_duration_seconds_sum", route="chat", model="gpt-4o-mini"
+    )
+    assert own is not None
+    assert whole is not None
+    return own, whole
+
+
+async def test_waiting_for_a_twin_s_upstream_call_is_the_provider_s_time(
+    make_gateway: MakeGateway, store_url: str
+) -> None:
+    gateway = await make_gateway(**cache_config(store_url))
+    slow = {**AUTH, "x-mock-latency-ms": str(PROVIDER_MS)}
+    answers = await asyncio.gather(*(post(gateway, chat(), slow) for _ in range(5)))
+    assert sorted(resp.headers["x-gateway-cache"] for resp, _ in answers) == ["HIT"] * 4 + ["MISS"]
+    own, whole = own_and_whole(await scrape(gateway))
+    assert whole >= 5 * PROVIDER_MS / 1000  # every one of them waited for the provider
+    assert own < PROVIDER_MS / 1000  # ... and none of that wait is the gateway's
+
+
+async def test_waiting_for_another_replica_s_call_is_the_provider_s_time(
+    make_gateway: MakeGateway, redis_url: str
+) -> None:
+    first = await make_gateway(**cache_config(redis_url))
+    second = await make_gateway(**cache_config(redis_url))
+    slow = {**AUTH, "x-mock-latency-ms": str(PROVIDER_MS)}
+    leader = asyncio.create_task(post(first, chat(), slow))
+    await asyncio.sleep(0.1)  # the leader's call is under way
+    follower, _ = await post(second, chat())
+    assert follower.headers["x-gateway-cache"] == "HIT"
+    await leader
+    own, whole = own_and_whole(await scrape(second))
+    assert whole >= (PROVIDER_MS - 100) / 1000  # it waited for the leader's answer
+    assert own < (PROVIDER_MS - 100) / 2000
