@@ -108,8 +108,10 @@ async def _read_through(job: _Job, state: CacheState, call_next: Next) -> web.St
         if found.fresh is None and found.lock == "follower":  # another replica is calling
             flight.stale = found.stale
             waiting = time.perf_counter()
-            found = await await_remote_leader(job.store, job.key, FOLLOW_WAIT_S)
-            job.ctx.twin_wait_s += time.perf_counter() - waiting
+            try:
+                found = await await_remote_leader(job.store, job.key, FOLLOW_WAIT_S)
+            finally:  # also when its client leaves while it waits
+                job.ctx.twin_wait_s += time.perf_counter() - waiting
         if found.fresh is not None:
             shared = found.fresh
             return job.serve(found.fresh, "HIT")
@@ -126,8 +128,10 @@ async def _read_through(job: _Job, state: CacheState, call_next: Next) -> web.St
 async def _follow(job: _Job, flight: Flight, call_next: Next) -> web.StreamResponse:
     """Wait for this process's leader; if it has nothing to share, go upstream alone."""
     waiting = time.perf_counter()
-    entry = await flight.wait()
-    job.ctx.twin_wait_s += time.perf_counter() - waiting
+    try:
+        entry = await flight.wait()
+    finally:  # also when its client leaves while it waits
+        job.ctx.twin_wait_s += time.perf_counter() - waiting
     if entry is not None:
         return job.serve(entry, "HIT")
     job.offer_stale(flight.stale)
