@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import aiohttp
 import pytest
 
 from gateway.store.accounting import ACCOUNTING
@@ -128,3 +129,25 @@ async def test_waiting_for_another_replica_s_call_is_the_provider_s_time(
     own, whole = own_and_whole(await scrape(second))
     assert whole >= (PROVIDER_MS - 100) / 1000  # it waited for the leader's answer
     assert own < (PROVIDER_MS - 100) / 2000
+
+
+async def test_a_follower_whose_client_leaves_still_counts_its_wait_as_the_provider_s(
+    make_gateway: MakeGateway, store_url: str
+) -> None:
+    gateway = await make_gateway(**cache_config(store_url))
+    slow = {**AUTH, "x-mock-latency-ms": str(PROVIDER_MS)}
+    leader = asyncio.create_task(post(gateway, chat(), slow))
+    await asyncio.sleep(0.05)  # the leader's call is under way
+    url = str(gateway.make_url("/v1/chat/completions"))
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=0.15)) as session:
+        with pytest.raises(TimeoutError):  # the follower's client gives up while it waits
+            await session.post(url, json=chat(), headers=slow)
+    await leader
+    for _ in range(50):  # the follower is logged once its cancellation has run
+        samples = await scrape(gateway)
+        if sample(samples, "llm_gateway_overhead_seconds_count", route="chat") == 2:
+            break
+        await asyncio.sleep(0.02)
+    assert sample(samples, "llm_gateway_overhead_seconds_count", route="chat") == 2
+    own, _ = own_and_whole(samples)
+    assert own < 0.1  # the follower's 0.15 s of waiting is not in it
