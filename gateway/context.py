@@ -75,6 +75,10 @@ class RequestContext:
     # Waiting for an identical request's upstream exchange (single-flight): the provider's
     # time too, not the gateway's.
     twin_wait_s: float = 0.0
+    # Waiting on the request's way for the store: its limits' verdict (with the cache lookup
+    # that rides in it) and its bill, each round trip with the work around it. Part of the
+    # gateway's own time.
+    store_wait_s: float = 0.0
     usage: Usage | None = None
     # A stream's usage is its final report (not only the input counted at its start): a
     # stream cut after it is billed from it, not estimated.

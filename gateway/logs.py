@@ -127,6 +127,7 @@ def request_fields(ctx: RequestContext) -> dict[str, Any]:
         "attempts": ctx.attempts,
         "latency_ms": round(elapsed * 1000, 2),
         "overhead_ms": round(ctx.overhead_s(elapsed) * 1000, 2),
+        "store_ms": round(ctx.store_wait_s * 1000, 2),
         "ttfb_ms": round(ctx.ttfb_s * 1000, 2) if ctx.ttfb_s is not None else None,
         "input_tokens": usage.input_tokens if usage else None,
         "output_tokens": usage.output_tokens if usage else None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from asyncio import Future
 from collections.abc import Awaitable
 
@@ -103,10 +104,13 @@ async def finish(ctx: RequestContext, pending: Pending | None, billed: Future[No
     try:
         while pending is not None:
             rest, after = pending
+            waiting = time.perf_counter()
             try:
-                await rest
+                await rest  # the bill in the store, which the answer's end waits for
             except Exception:
                 _log.exception("finish_hook_failed", request_id=ctx.request_id)
+            finally:
+                ctx.store_wait_s += time.perf_counter() - waiting
             pending = _hooks_now(ctx, after)
     finally:
         if ctx.stream:  # its answer has left, but for its end

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import orjson
 from aiohttp import web
@@ -36,6 +38,7 @@ from gateway.stages.gates import Carried, Probe, carry, passed, probe
 from gateway.store.coalesce import BACKGROUND
 
 HEADER = "x-gateway-cache"
+T = TypeVar("T")
 
 
 async def cache_responses(ctx: RequestContext, call_next: Next) -> web.StreamResponse:
@@ -122,7 +125,7 @@ async def _read_through(job: _Job, state: CacheState, call_next: Next) -> web.St
     finally:
         state.flights.land(job.key, flight, shared)
         if token and shared is None:
-            await job.store.release(job.key, token)
+            await job.waited(job.store.release(job.key, token))
 
 
 async def _follow(job: _Job, flight: Flight, call_next: Next) -> web.StreamResponse:
@@ -159,8 +162,18 @@ class _Job:
         if rider is not None:
             read = Probe(rider)
             if await probe(self.ctx, read):
-                return await store.looked_up(read.reply)
-        return await store.lookup(self.key, token, LOCK_TTL_S)
+                if read.reply.done():  # it rode in the verdict, which is in
+                    return await store.looked_up(read.reply)
+                return await self.waited(store.looked_up(read.reply))
+        return await self.waited(store.lookup(self.key, token, LOCK_TTL_S))
+
+    async def waited(self, reply: Awaitable[T]) -> T:
+        """`reply`, its wait counted as the request's wait for the store."""
+        waiting = time.perf_counter()
+        try:
+            return await reply
+        finally:
+            self.ctx.store_wait_s += time.perf_counter() - waiting
 
     def serve(self, entry: Entry, status: str) -> web.Response:
         """A stored answer, in the form the client asked for (stream or not)."""

@@ -28,6 +28,7 @@ stage's `_Reservation.ask`): the store's reply resumes the request directly.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import field
 from typing import Any, Protocol
@@ -88,13 +89,17 @@ async def passed(ctx: RequestContext, hold: bool = True) -> None:
     gate = ctx.gate
     if gate is None:
         return
-    if not gate.started:
-        await gate.ask(ctx, hold)
-    verdict = gate.start(ctx, hold)
-    if verdict.done():  # in already (the usual case after a probe): nothing to shield
-        verdict.result()  # raises what the check raised
-        return
-    await asyncio.shield(verdict)
+    waiting = time.perf_counter()
+    try:
+        if not gate.started:
+            await gate.ask(ctx, hold)
+        verdict = gate.start(ctx, hold)
+        if verdict.done():  # in already (the usual case after a probe): nothing to shield
+            verdict.result()  # raises what the check raised
+            return
+        await asyncio.shield(verdict)
+    finally:  # also when its client leaves while it waits
+        ctx.store_wait_s += time.perf_counter() - waiting
 
 
 async def probe(ctx: RequestContext, read: Probe) -> bool:
@@ -104,7 +109,11 @@ async def probe(ctx: RequestContext, read: Probe) -> bool:
     gate = ctx.gate
     if gate is None or gate.started:
         return False
-    await gate.ask(ctx, probe=read)
+    waiting = time.perf_counter()
+    try:
+        await gate.ask(ctx, probe=read)
+    finally:
+        ctx.store_wait_s += time.perf_counter() - waiting
     return True
 
 

@@ -151,3 +151,64 @@ async def test_a_follower_whose_client_leaves_still_counts_its_wait_as_the_provi
     assert sample(samples, "llm_gateway_overhead_seconds_count", route="chat") == 2
     own, _ = own_and_whole(samples)
     assert own < 0.1  # the follower's 0.15 s of waiting is not in it
+
+
+def slowed(gateway: Client, call: str) -> None:
+    """The store's accounting `call` (reserve: the limits' verdict, with a cache lookup riding
+    in it; settle: the bill) waits STORE_S before it runs."""
+    accounting = gateway.app[ACCOUNTING]
+    original = getattr(accounting, call)
+
+    async def slow(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(STORE_S)
+        return await original(*args, **kwargs)
+
+    setattr(accounting, call, slow)
+
+
+@pytest.mark.parametrize("call", ["reserve", "settle"])
+@pytest.mark.parametrize("stream", [False, True], ids=["buffered", "stream"])
+async def test_the_wait_for_the_store_is_told_apart_within_the_gateway_s_time(
+    make_gateway: MakeGateway, store_url: str, call: str, stream: bool
+) -> None:
+    """The verdict before the upstream call and the bill the answer waits for: `store_ms`,
+    part of `overhead_ms`."""
+    gateway = await gateway_with(make_gateway, store_url)
+    slowed(gateway, call)
+    resp = await gateway.post("/v1/chat/completions", json={**CHAT, "stream": stream}, headers=AUTH)
+    assert resp.status == 200
+    await resp.read()
+    (row,) = await listed(gateway)
+    assert STORE_S * 1000 <= row["store_ms"] <= row["overhead_ms"]
+    # What the store took is not the rest of the gateway's work.
+    assert row["overhead_ms"] - row["store_ms"] < STORE_S * 1000
+
+
+async def test_a_hit_s_lookup_riding_in_the_verdict_is_a_wait_for_the_store(
+    make_gateway: MakeGateway, store_url: str
+) -> None:
+    gateway = await gateway_with(make_gateway, store_url, routes=ROUTES)
+    for expected in ("MISS", "HIT"):
+        resp = await gateway.post("/v1/chat/completions", json=CHAT, headers=AUTH)
+        assert (resp.status, resp.headers["x-gateway-cache"]) == (200, expected)
+        await resp.read()
+        if expected == "MISS":
+            (miss,) = await listed(gateway)
+            slowed(gateway, "reserve")
+    hit, _ = await listed(gateway, want=2)
+    assert hit["cache"] == "HIT"
+    assert STORE_S * 1000 <= hit["store_ms"] <= hit["overhead_ms"] == hit["latency_ms"]
+    assert miss["store_ms"] < STORE_S * 1000
+
+
+async def test_a_request_that_asks_nothing_of_the_store_waits_for_none(
+    make_gateway: MakeGateway, store_url: str
+) -> None:
+    """No limit on its key and no cache on its route: no store command on its way."""
+    admin = {"token_sha256": sha(ADMIN)}
+    gateway = await make_gateway(admin=admin, storage={"url": store_url})
+    resp = await gateway.post("/v1/chat/completions", json=CHAT, headers=AUTH)
+    assert resp.status == 200
+    (row,) = await listed(gateway)
+    assert row["store_ms"] == 0
+    assert row["overhead_ms"] > 0
