@@ -58,6 +58,12 @@ NOTES = [
     "the same round, measured seconds apart). `direct` gives its best run, the baseline. "
     "Streams take turns the same way (p50 range: the lowest and the highest of the runs' "
     "times to first token).",
+    "Gateway's own p50 / p99: the `overhead_ms` of the phase's answered requests, as the "
+    "gateway's request log gives them (its time less the upstream exchange; its store round "
+    "trips included), from the log's last 1,000 entries; store p50: the median of their "
+    "`store_ms`, the part spent waiting for the store. What the added latency holds beyond "
+    "the gateway's own time lies outside its reckoning (the kernel, the machine waking, the "
+    "wait before the gateway reads a request that has arrived, and the answer's way back).",
     "Proxy/load core %: how busy each core was; a load core near 100 % means the proxy was not "
     "the bottleneck, and its CPU µs/req is then the figure to compare.",
     "Unattributed CPU %: busy time on all cores that no process of the run was charged for "

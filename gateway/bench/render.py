@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from gateway.bench.plan import LONG_CHUNK_DELAY_MS
-from gateway.bench.results import Report
+from gateway.bench.results import PhaseResult, Report
 from gateway.bench.targets import check_targets
 
 
@@ -60,6 +60,7 @@ def _phases(report: Report) -> list[str]:
         "p99 ms",
         "Added p50",
         "Added p99",
+        "Gateway's own p50 / p99 (store p50)",
         "Proxy CPU µs/req",
         "CPU range",
         "vs forwarder",
@@ -81,6 +82,7 @@ def _phases(report: Report) -> list[str]:
             _n(p.p99_ms, 2),
             _n(p.added_p50_ms, 2, sign=True),
             _n(p.added_p99_ms, 2, sign=True),
+            _own(p),
             _n(p.proxy_cpu_us),
             _range(p.proxy_cpu_range),
             _n(p.cpu_vs_forwarder, 2),
@@ -99,6 +101,16 @@ def _phases(report: Report) -> list[str]:
     if runs > 1:
         lines += [f"Each proxy row is the median of {runs} runs (see the notes).", ""]
     return lines + _table(header, rows)
+
+
+def _own(p: PhaseResult) -> str:
+    """The gateway's own time in ms, as its request log gives it (see gateway.bench.own)."""
+    if p.own_p50_ms is None or p.own_p99_ms is None:
+        return "-"
+    own = f"{p.own_p50_ms:.2f} / {p.own_p99_ms:.2f}"
+    if p.own_store_p50_ms is not None:
+        own += f" (store {p.own_store_p50_ms:.2f})"
+    return own
 
 
 def _streams(report: Report) -> list[str]:

@@ -44,6 +44,11 @@ class PhaseResult:
     # Busy time not charged to the run's processes (kernel network work, other jobs), in
     # percent of one core.
     other_pct: float | None = None
+    # The gateway's own time in its answered requests, as its request log gives it
+    # (`overhead_ms`: see gateway.bench.own); None for the other targets.
+    own_p50_ms: float | None = None
+    own_p99_ms: float | None = None
+    own_store_p50_ms: float | None = None  # the median request's wait for the store in it
     round: int = 0  # which run of its target (see Options.rounds)
     # Derived, filled by `derive`.
     added_p50_ms: float | None = None
@@ -220,6 +225,9 @@ def _summary(group: list[PhaseResult]) -> PhaseResult:
         load_core_pct=med("load_core_pct"),
         store_commands=med("store_commands"),
         other_pct=med("other_pct"),
+        own_p50_ms=med("own_p50_ms"),
+        own_p99_ms=med("own_p99_ms"),
+        own_store_p50_ms=med("own_store_p50_ms"),
         added_p50_ms=med("added_p50_ms"),
         added_p99_ms=med("added_p99_ms"),
         cpu_vs_forwarder=med("cpu_vs_forwarder", 2),  # two places, as `ratio` gives them

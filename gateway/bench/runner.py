@@ -12,6 +12,7 @@ import redis
 
 from gateway.bench import procs, ttft, wrk
 from gateway.bench.machine import python_speed_ms, round_trips_ms
+from gateway.bench.own import Own, own_overhead
 from gateway.bench.plan import Options, Phase, StreamPhase, stream_phases, wrk_phases
 from gateway.bench.procs import BenchError, Cpus, Proc
 from gateway.bench.results import (
@@ -28,6 +29,7 @@ from gateway.bench.results import (
 )
 from gateway.bench.soak import soak
 from gateway.bench.stack import PATH, Stack, chat_load, help_mentions
+from gateway.requestlog import FLUSH_S
 
 Say = Callable[[str], None]
 # What the gateway sends Redis on a request's path: scripts only (the request log's XADD runs
@@ -142,11 +144,21 @@ class Run:
             self.stack.prime_hit()
         proxy, mock = self.proxy_for(phase.target), self.stack.procs["mock"]
         before = self.meters.read(proxy, mock)
+        since = time.time()
         result = self._wrk(
             phase.target, phase.latency_ms, phase.connections, self.options.duration_s
         )
+        until = time.time()
         after = self.meters.read(proxy, mock)
-        return self._result(phase, result, before, after)
+        return self._result(phase, result, before, after, self._own(phase, since, until))
+
+    def _own(self, phase: Phase, since: float, until: float) -> Own | None:
+        """The gateway's own time in the phase's requests, from its request log (read after
+        the meters, once the last entries have had time to reach the store)."""
+        if not phase.target.startswith("gateway"):
+            return None
+        time.sleep(4 * FLUSH_S)
+        return own_overhead(self.store, since, until)
 
     def _result(
         self,
@@ -154,6 +166,7 @@ class Run:
         r: wrk.WrkResult,
         before: dict[str, object],
         after: dict[str, object],
+        own: Own | None = None,
     ) -> PhaseResult:
         per = self._per_request(r.requests, before, after)
         return PhaseResult(
@@ -172,6 +185,9 @@ class Run:
             load_core_pct=self._busy(before, after, self.cpus.load),
             other_pct=self._other(before, after),
             store_commands=self._commands(r.requests, before, after, phase.target),
+            own_p50_ms=own.p50_ms if own else None,
+            own_p99_ms=own.p99_ms if own else None,
+            own_store_p50_ms=own.store_p50_ms if own else None,
             round=phase.round,
         )
 

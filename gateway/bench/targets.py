@@ -76,6 +76,11 @@ def _added_latency(report: Report) -> Check:
     floor = _phase(report, "forwarder", 50, 16)
     if floor is not None and floor.added_p50_ms is not None and floor.added_p99_ms is not None:
         measured += f" (the forwarder {floor.added_p50_ms:+.2f} / {floor.added_p99_ms:+.2f} ms)"
+    # What of it the gateway's own work and store round trips are, by its own reckoning.
+    if p.own_p50_ms is not None:
+        measured += f"; the gateway's own time p50 {p.own_p50_ms:.2f} ms"
+        if p.own_store_p50_ms is not None:
+            measured += f", waiting for the store {p.own_store_p50_ms:.2f} ms"
     return Check(name, target, measured, _verdict(p.added_p50_ms < 2 and p.added_p99_ms < 10))
 
 

@@ -366,3 +366,47 @@ def test_one_round_is_not_called_a_median_of_the_two_direct_runs() -> None:
     assert "median of" not in markdown(report).split("### Streaming")[0]
     report.phases = [replace(p, runs=2 if p.target == "direct" else 3) for p in report.phases]
     assert "Each proxy row is the median of 3 runs" in markdown(report)
+
+
+def test_the_gateway_s_own_time_stands_beside_the_added_latency() -> None:
+    """The rounds' median of what the gateway's request log gives as its own time, in the
+    row and in the latency target's figures; "-" where the log gave none."""
+    runs = [
+        phase(
+            "gateway-miss",
+            50,
+            16,
+            own_p50_ms=own,
+            own_p99_ms=own * 3,
+            own_store_p50_ms=own / 2,
+            round=n,
+        )
+        for n, own in enumerate((0.9, 0.5, 1.4))
+    ]
+    (miss,) = summarize(runs)
+    assert (miss.own_p50_ms, miss.own_p99_ms, miss.own_store_p50_ms) == (0.9, 2.7, 0.45)
+
+    report = sample_report()
+    report.phases = [
+        replace(p, own_p50_ms=0.9, own_p99_ms=2.7, own_store_p50_ms=0.45)
+        if p.target == "gateway-miss"
+        else replace(p, own_p50_ms=0.7, own_p99_ms=1.5)  # a gateway without `store_ms`
+        if p.target == "gateway-hit"
+        else p
+        for p in report.phases
+    ]
+    measured = {c.name: c.measured for c in check_targets(report)}
+    assert measured["Added latency, 50 ms provider, c16"] == (
+        "p50 +1.50 ms, p99 +5.00 ms (the forwarder +0.50 / +1.00 ms); "
+        "the gateway's own time p50 0.90 ms, waiting for the store 0.45 ms"
+    )
+    lines = markdown(report).splitlines()
+    assert "| Added p99 | Gateway's own p50 / p99 (store p50) | Proxy CPU µs/req |" in next(
+        line for line in lines if line.startswith("| Target | Provider |")
+    )
+    row = next(line for line in lines if line.startswith("| gateway-miss | 50 ms"))
+    assert "| +1.50 | +5.00 | 0.90 / 2.70 (store 0.45) |" in row
+    hit = next(line for line in lines if line.startswith("| gateway-hit |"))
+    assert "| 0.70 / 1.50 |" in hit
+    forwarder = next(line for line in lines if line.startswith("| forwarder | 50 ms"))
+    assert "| +0.50 | +1.00 | - |" in forwarder
