@@ -76,6 +76,7 @@ class Metrics:
             self.upstream_duration: (*LATENCY_BUCKETS, float("inf")),
             self.ttft: (*TTFT_BUCKETS, float("inf")),
             self.overhead: (*OVERHEAD_BUCKETS, float("inf")),
+            self.store_wait: (*OVERHEAD_BUCKETS, float("inf")),
         }
         self._define_derived(registry)
         self._define_budgets(registry, runtime.config)
@@ -155,6 +156,16 @@ class Metrics:
             "The gateway's own time in a request: its whole duration less the upstream "
             "exchange, its own or an identical request's it waited for (all of it for a cache "
             "hit or a refusal).",
+            ["route"],
+            buckets=OVERHEAD_BUCKETS,
+            registry=r,
+        )
+        self.store_wait = Histogram(
+            f"{PREFIX}store_wait_seconds",
+            "Of the gateway's own time in a request, its waits for the store on its way: the "
+            "limits' verdict (with a cache lookup riding in it) and the bill its answer waits "
+            "for, each until the request ran again (0 for a request that asked the store "
+            "nothing).",
             ["route"],
             buckets=OVERHEAD_BUCKETS,
             registry=r,

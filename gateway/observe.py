@@ -51,6 +51,7 @@ def record_metrics(m: Metrics, ctx: RequestContext) -> None:
     elapsed = ctx.elapsed_s()
     observe(m.request_duration, (route, model), elapsed)
     observe(m.overhead, (route,), ctx.overhead_s(elapsed))
+    observe(m.store_wait, (route,), ctx.store_wait_s)
     if ctx.stream and ctx.ttfb_s is not None:
         observe(m.ttft, (route, model), ctx.ttfb_s)
     upstream_s = ctx.upstream_s

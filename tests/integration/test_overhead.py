@@ -182,6 +182,10 @@ async def test_the_wait_for_the_store_is_told_apart_within_the_gateway_s_time(
     assert STORE_S * 1000 <= row["store_ms"] <= row["overhead_ms"]
     # What the store took is not the rest of the gateway's work.
     assert row["overhead_ms"] - row["store_ms"] < STORE_S * 1000
+    samples = await scrape(gateway)
+    assert sample(samples, "llm_gateway_store_wait_seconds_count", route="chat") == 1
+    waited = sample(samples, "llm_gateway_store_wait_seconds_sum", route="chat")
+    assert waited == pytest.approx(row["store_ms"] / 1000, abs=1e-4)
 
 
 async def test_a_hit_s_lookup_riding_in_the_verdict_is_a_wait_for_the_store(
@@ -212,3 +216,6 @@ async def test_a_request_that_asks_nothing_of_the_store_waits_for_none(
     (row,) = await listed(gateway)
     assert row["store_ms"] == 0
     assert row["overhead_ms"] > 0
+    samples = await scrape(gateway)
+    assert sample(samples, "llm_gateway_store_wait_seconds_count", route="chat") == 1
+    assert sample(samples, "llm_gateway_store_wait_seconds_bucket", route="chat", le="0.0005") == 1
