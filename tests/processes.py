@@ -36,11 +36,18 @@ def write_config(tmp: Path, data: dict[str, Any], name: str = "gateway.yaml") ->
 class GatewayProcess:
     """One `gateway serve` process; its JSON log lines go to a file."""
 
-    def __init__(self, config: Path, port: int, log: Path, args: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        config: Path,
+        port: int,
+        log: Path,
+        args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = log
         command = [sys.executable, "-m", "gateway", "serve", "--config", str(config)]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # as the image runs it
+        env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}  # as the image runs it
         with log.open("wb") as out:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(
                 [*command, "--port", str(port), *args],
