@@ -189,23 +189,35 @@ def stat_fields(ctx: RequestContext, cost: int, tokens: int) -> StatFields:
     """Month-to-date counters for the admin statistics, per key, model, route and in total."""
     route, _ = ctx.target()
     key = ctx.authenticated_key()
-    from_cache = ctx.from_cache
-    usage = None if from_cache else ctx.usage  # a cache entry's tokens were not spent now
-    values = {
-        "requests": 1,
-        "cost": cost,
-        "tokens": tokens,
-        "in": usage.input_tokens if usage else 0,
-        "out": usage.output_tokens if usage else 0,
-        "hits": int(from_cache),
-        "misses": int(ctx.cache_status == "MISS"),
-        "saved": ctx.saved_micro,
-    }
-    model = ctx.runtime.model_label(ctx.upstream_model)
-    return StatFields(
-        prefixes=("all", f"k:{key.name}", f"m:{model}", f"r:{route.name}"),
-        values={name: value for name, value in values.items() if value},
-    )
+    values = {"requests": 1}  # the counters that are not zero
+    if cost:
+        values["cost"] = cost
+    if tokens:
+        values["tokens"] = tokens
+    if ctx.from_cache:  # a cache entry's tokens were not spent now
+        values["hits"] = 1
+    else:
+        usage = ctx.usage
+        if usage is not None:
+            if usage.input_tokens:
+                values["in"] = usage.input_tokens
+            if usage.output_tokens:
+                values["out"] = usage.output_tokens
+        if ctx.cache_status == "MISS":
+            values["misses"] = 1
+    if ctx.saved_micro:
+        values["saved"] = ctx.saved_micro
+    names = (key.name, ctx.runtime.model_label(ctx.upstream_model), route.name)
+    prefixes = _PREFIXES.get(names)
+    if prefixes is None:
+        if len(_PREFIXES) >= 4096:  # bounded: names come from the config and the price table
+            _PREFIXES.clear()
+        prefixes = _PREFIXES[names] = ("all", f"k:{names[0]}", f"m:{names[1]}", f"r:{names[2]}")
+    return StatFields(prefixes=prefixes, values=values)
+
+
+# (key, model label, route) -> the statistics' prefixes for them, made once.
+_PREFIXES: dict[tuple[str, str, str], tuple[str, str, str, str]] = {}
 
 
 def local_periods(now: datetime | None = None) -> tuple[str, str]:

@@ -109,9 +109,12 @@ CLIENT_LEFT = 499
 
 
 def request_fields(ctx: RequestContext) -> dict[str, Any]:
-    """The fields of a request's log line. SECURITY: names from config only, never secrets."""
+    """The fields of a request's log line. SECURITY: names from config only, never secrets.
+    Times in milliseconds to two decimals: rounded half up from the hundredth of a
+    millisecond, which is round()'s result but on an exact tie, at half the cost."""
     usage = ctx.usage
     elapsed = ctx.elapsed_s()
+    ttfb = ctx.ttfb_s
     return {
         "request_id": ctx.request_id,
         "method": ctx.request.method,
@@ -125,10 +128,10 @@ def request_fields(ctx: RequestContext) -> dict[str, Any]:
         "outcome": ctx.outcome,
         "error_code": ctx.error_code,
         "attempts": ctx.attempts,
-        "latency_ms": round(elapsed * 1000, 2),
-        "overhead_ms": round(ctx.overhead_s(elapsed) * 1000, 2),
-        "store_ms": round(ctx.store_wait_s * 1000, 2),
-        "ttfb_ms": round(ctx.ttfb_s * 1000, 2) if ctx.ttfb_s is not None else None,
+        "latency_ms": int(elapsed * 100_000 + 0.5) / 100,
+        "overhead_ms": int(ctx.overhead_s(elapsed) * 100_000 + 0.5) / 100,
+        "store_ms": int(ctx.store_wait_s * 100_000 + 0.5) / 100,
+        "ttfb_ms": int(ttfb * 100_000 + 0.5) / 100 if ttfb is not None else None,
         "input_tokens": usage.input_tokens if usage else None,
         "output_tokens": usage.output_tokens if usage else None,
         "cached_tokens": usage.cached_input_tokens if usage else None,

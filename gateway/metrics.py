@@ -13,9 +13,10 @@ Calls other modules make (all cheap, synchronous, never raising on a label they 
         context has `cost_source == "unpriced"` are already counted per request).
   `redis_error(operation)`  a store command failed or timed out (`operation`: a short word).
 Per request, `gateway.observe.record_request` reads the finished context once and records
-into plain sums (`add`, `observe`), which `fold` brings into the families before every scrape
-and, in multiprocess mode, every few seconds (gateway.exposition): a request pays a dict
-update per figure, not a labelled child's lock and calls.
+into plain sums (`add_at`, `observe_at`, at the label sets of its kind of request, made once:
+`slot`), which `fold` brings into the families before every scrape and, in multiprocess mode,
+every few seconds (gateway.exposition): a request pays a dict update per figure, not a
+labelled child's lock and calls.
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ class Metrics:
         self.providers = frozenset(config.providers)
         # (key, route, provider, model) names -> their label values, under this config.
         self._names: dict[Names, Labels] = {}
+        self._slots: dict[tuple[Names, str, str], Slot] = {}  # see `slot`
 
     def labels(self, names: Names) -> Labels:
         """The label values of a request's (key, route, provider, model) names, worked out
@@ -103,6 +105,27 @@ class Metrics:
             found = (self.key(key), self.route(route), self.provider(provider), self.model(model))
             self._names[names] = found
         return found
+
+    def slot(self, names: Names, status: str, cache: str) -> Slot:
+        """Where a finished request with these names, status and cache result adds its
+        figures: made once per such kind of request (at most MAX_NAME_SETS kept), so that a
+        request builds no label tuple of its own."""
+        at = (names, status, cache)
+        found = self._slots.get(at)
+        if found is None:
+            if len(self._slots) >= MAX_NAME_SETS:
+                self._slots.clear()
+            found = self._slots[at] = Slot(self, self.labels(names), status, cache)
+        return found
+
+    def observe_at(self, at: Observed, value: float) -> None:
+        """`observe`, at a slot's (family, label values) and that family's bucket bounds."""
+        family_labels, bounds = at
+        row = self.observed.get(family_labels)
+        if row is None:
+            row = self.observed[family_labels] = [0.0] * (len(bounds) + 1)
+        row[bisect_left(bounds, value)] += 1  # the first bucket whose bound is >= value
+        row[-1] += value
 
     def _define_operations(self, r: CollectorRegistry) -> None:
         self.config_reloads = Counter(
@@ -356,18 +379,16 @@ class Metrics:
 
     def add(self, family: Counter, labels: tuple[str, ...], amount: float = 1) -> None:
         """Count `amount` on a request counter's label set, until the next fold."""
-        counts, at = self.counts, (family, labels)
+        self.add_at((family, labels), amount)
+
+    def add_at(self, at: Counted, amount: float) -> None:
+        """`add`, at a slot's (family, label values)."""
+        counts = self.counts
         counts[at] = counts.get(at, 0) + amount
 
     def observe(self, family: Histogram, labels: tuple[str, ...], value: float) -> None:
         """Observe `value` on a request histogram's label set, until the next fold."""
-        at = (family, labels)
-        row = self.observed.get(at)
-        bounds = self._bounds[family]
-        if row is None:
-            row = self.observed[at] = [0.0] * (len(bounds) + 1)
-        row[bisect_left(bounds, value)] += 1  # the first bucket whose bound is >= value
-        row[-1] += value
+        self.observe_at(((family, labels), self._bounds[family]), value)
 
     def fold(self) -> None:
         """Bring what requests recorded into the families (and the in-flight gauge)."""
@@ -423,6 +444,43 @@ class Metrics:
 
     def redis_error(self, operation: str) -> None:
         self.redis_errors.labels(word(operation)).inc()
+
+
+Counted = tuple[Counter, tuple[str, ...]]  # a key of `Metrics.counts`
+Observed = tuple[tuple[Histogram, tuple[str, ...]], tuple[float, ...]]  # and its bounds
+
+
+class Slot:
+    """The (family, label values) of every sum that a finished request of one kind (its
+    names, status and cache result) may add to; see `Metrics.slot`."""
+
+    __slots__ = (
+        "cache_lookups", "cache_saved_tokens", "cache_saved_usd", "cost", "duration", "key",
+        "model", "overhead", "requests", "route", "store_wait", "tokens_cached",
+        "tokens_input", "tokens_output", "ttft", "unpriced", "upstream",
+    )  # fmt: skip
+
+    def __init__(self, m: Metrics, labels: Labels, status: str, cache: str) -> None:
+        key, route, provider, model = labels
+        self.key, self.route, self.model = key, route, model
+
+        def observed(family: Histogram, *values: str) -> Observed:
+            return (family, values), m._bounds[family]
+
+        self.requests: Counted = (m.requests, (key, route, provider, model, status, cache))
+        self.duration = observed(m.request_duration, route, model)
+        self.overhead = observed(m.overhead, route)
+        self.store_wait = observed(m.store_wait, route)
+        self.ttft = observed(m.ttft, route, model)
+        self.upstream = observed(m.upstream_duration, provider, model)
+        self.tokens_input: Counted = (m.tokens, (key, route, model, "input"))
+        self.tokens_cached: Counted = (m.tokens, (key, route, model, "cached"))
+        self.tokens_output: Counted = (m.tokens, (key, route, model, "output"))
+        self.cost: Counted = (m.cost, (key, route, model))
+        self.unpriced: Counted = (m.unpriced, (model,))
+        self.cache_lookups: Counted = (m.cache_lookups, (route, cache))
+        self.cache_saved_usd: Counted = (m.cache_saved_usd, (key, route))
+        self.cache_saved_tokens: Counted = (m.cache_saved_tokens, (route,))
 
 
 def _percent(percent: int) -> str:

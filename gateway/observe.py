@@ -37,53 +37,53 @@ def record_request(ctx: RequestContext, fields: dict[str, Any], data: bytes | No
 
 def record_metrics(m: Metrics, ctx: RequestContext) -> None:
     """Into the plain sums of `m` (see `Metrics.fold`), once per request."""
-    key, route, provider, model = m.labels(
+    cache = cache_result(ctx)
+    slot = m.slot(
         (
             ctx.key.name if ctx.key else None,
             ctx.route.name if ctx.route else None,
             ctx.provider.name if ctx.provider else None,
             ctx.upstream_model or ctx.model,
-        )
+        ),
+        status_label(ctx),
+        cache,
     )
-    cache = cache_result(ctx)
-    add, observe = m.add, m.observe
-    add(m.requests, (key, route, provider, model, status_label(ctx), cache))
+    counts, observe = m.counts, m.observe_at
+    at = slot.requests
+    counts[at] = counts.get(at, 0) + 1
     elapsed = ctx.elapsed_s()
-    observe(m.request_duration, (route, model), elapsed)
-    observe(m.overhead, (route,), ctx.overhead_s(elapsed))
-    observe(m.store_wait, (route,), ctx.store_wait_s)
+    observe(slot.duration, elapsed)
+    observe(slot.overhead, ctx.overhead_s(elapsed))
+    observe(slot.store_wait, ctx.store_wait_s)
     if ctx.stream and ctx.ttfb_s is not None:
-        observe(m.ttft, (route, model), ctx.ttfb_s)
+        observe(slot.ttft, ctx.ttfb_s)
     upstream_s = ctx.upstream_s
     if upstream_s is not None and ctx.attempts:  # not a request refused on its way there
-        observe(m.upstream_duration, (provider, model), upstream_s)
+        observe(slot.upstream, upstream_s)
     served_from_cache = cache in ("hit", "stale")
     usage = ctx.usage
+    add = m.add_at
     if usage is not None and not served_from_cache:
         cached = usage.cached_input_tokens
-        add(m.tokens, (key, route, model, "input"), max(0, usage.input_tokens - cached))
-        add(m.tokens, (key, route, model, "cached"), cached)
-        add(m.tokens, (key, route, model, "output"), usage.output_tokens)
+        add(slot.tokens_input, max(0, usage.input_tokens - cached))
+        add(slot.tokens_cached, cached)
+        add(slot.tokens_output, usage.output_tokens)
     if ctx.cost_micro is not None:
-        add(m.cost, (key, route, model), ctx.cost_micro / MICRO)
+        add(slot.cost, ctx.cost_micro / MICRO)
     if ctx.cost_source == "unpriced":
-        add(m.unpriced, (model,))
+        add(slot.unpriced, 1)
     if cache != NONE and ctx.outcome != "rejected":  # a refused request looked nothing up
-        _record_cache(m, ctx, key, route, cache)
-    reason = rejection_reason(ctx)
-    if reason is not None:
-        add(m.rejections, (key, route, reason))
-    for kind in dict.fromkeys(ctx.anomalies):
-        add(m.anomalies, (route, model, kind if kind in ANOMALIES else OTHER))
-
-
-def _record_cache(m: Metrics, ctx: RequestContext, key: str, route: str, result: str) -> None:
-    m.add(m.cache_lookups, (route, result))
-    if result in ("hit", "stale"):
-        m.add(m.cache_saved_usd, (key, route), ctx.saved_micro / MICRO)
-        usage = ctx.usage
-        if usage is not None:
-            m.add(m.cache_saved_tokens, (route,), usage.input_tokens + usage.output_tokens)
+        add(slot.cache_lookups, 1)
+        if served_from_cache:
+            add(slot.cache_saved_usd, ctx.saved_micro / MICRO)
+            if usage is not None:
+                add(slot.cache_saved_tokens, usage.input_tokens + usage.output_tokens)
+    if ctx.outcome != "ok":
+        reason = rejection_reason(ctx)
+        if reason is not None:
+            m.add(m.rejections, (slot.key, slot.route, reason))
+    for kind in dict.fromkeys(ctx.anomalies) if ctx.anomalies else ():
+        m.add(m.anomalies, (slot.route, slot.model, kind if kind in ANOMALIES else OTHER))
 
 
 def cache_result(ctx: RequestContext) -> str:

@@ -34,7 +34,7 @@ from gateway.context import RequestContext
 from gateway.drain import DRAIN
 from gateway.errors import GatewayError
 from gateway.pipeline import Next
-from gateway.stages.gates import Carried, Probe, carry, passed, probe
+from gateway.stages.gates import Carried, Probe, carry, passed, probe, verdict_in
 from gateway.store.coalesce import BACKGROUND
 
 HEADER = "x-gateway-cache"
@@ -107,7 +107,9 @@ async def _read_through(job: _Job, state: CacheState, call_next: Next) -> web.St
         found = await job.lookup(token)
         if found.lock != "leader":
             token = ""  # nothing to release
-        await passed(job.ctx, hold=found.fresh is None)  # a hit holds nothing
+        hold = found.fresh is None  # a hit holds nothing
+        if not verdict_in(job.ctx, hold):  # the lookup rode in the verdict, usually
+            await passed(job.ctx, hold)
         if found.fresh is None and found.lock == "follower":  # another replica is calling
             flight.stale = found.stale
             waiting = time.perf_counter()

@@ -79,6 +79,22 @@ class Gate(Protocol):
         ...
 
 
+def verdict_in(ctx: RequestContext, hold: bool = True) -> bool:
+    """Whether `passed` would return at once (raising the check's refusal here, as it
+    would): no check, or its verdict in and holding what `hold` asks. A request usually
+    finds it so, and then need not make and await a coroutine to learn it."""
+    gate = ctx.gate
+    if gate is None:
+        return True
+    if not gate.started:
+        return False
+    verdict = gate.start(ctx, hold)
+    if not verdict.done():
+        return False
+    verdict.result()  # raises what the check raised
+    return True
+
+
 async def passed(ctx: RequestContext, hold: bool = True) -> None:
     """Wait for the request's check, if it has one; raises what the check raised.
 

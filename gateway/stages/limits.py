@@ -23,7 +23,7 @@ from gateway.errors import BudgetExhausted, GatewayError, RateLimited, Unavailab
 from gateway.metrics import METRICS
 from gateway.pipeline import Next
 from gateway.pricing import usd
-from gateway.stages.gates import Carried, Probe, passed
+from gateway.stages.gates import Carried, Probe, passed, verdict_in
 from gateway.store.accounting import ACCOUNTING, Reserved, StoreUnavailable, reservation_reply
 from gateway.store.accounting import BudgetExhausted as Exhausted
 from gateway.store.accounting import RateLimited as Limited
@@ -48,7 +48,8 @@ async def enforce_limits(ctx: RequestContext, call_next: Next) -> web.StreamResp
     ctx.on_finish.append(lambda c: _settle_after(c, plan, gate))
     try:
         response = await call_next(ctx)
-        await passed(ctx, hold=False)  # passed already, unless no later stage asked
+        if not verdict_in(ctx, hold=False):  # in already, unless no later stage asked
+            await passed(ctx, hold=False)
     except GatewayError as err:
         if _refused(gate, err):
             raise  # refused before the call: no cost to state

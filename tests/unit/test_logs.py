@@ -75,6 +75,18 @@ def test_the_direct_json_line_is_the_line_structlog_writes(
     assert (direct["input_tokens"], fields["cost_usd"]) == (12, "0.000042")
 
 
+def test_the_lines_times_are_milliseconds_to_two_decimals(runtime: Runtime) -> None:
+    ctx = finished(runtime, store_wait_s=0.0012345, ttfb_s=0.0456789, stream=True)
+    fields = logs.request_fields(ctx)
+    assert (fields["store_ms"], fields["ttfb_ms"]) == (1.23, 45.68)
+    line = orjson.dumps(fields)
+    assert b'"store_ms":1.23,' in line
+    assert b'"ttfb_ms":45.68,' in line
+    ctx.store_wait_s, ctx.ttfb_s = 0.29, 0.0  # 0.29 is a hair below .29 in binary
+    fields = logs.request_fields(ctx)
+    assert (fields["store_ms"], fields["ttfb_ms"]) == (290.0, 0.0)
+
+
 @pytest.mark.usefixtures("restored")
 @pytest.mark.parametrize(("fmt", "level"), [("console", "info"), ("json", "warning")])
 def test_other_settings_go_through_structlog(fmt: str, level: str) -> None:

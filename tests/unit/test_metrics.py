@@ -287,3 +287,17 @@ def test_label_values_follow_a_reloaded_config(runtime: Runtime) -> None:
     metrics.follow(Runtime.build(parse_config(config, "<test>")))
     assert metrics.labels(names)[0] == "other"  # remembered under the old config: not kept
     assert metrics.labels(("team-b", "chat", "openai", "gpt-4o-mini"))[0] == "team-b"
+
+
+def test_a_request_recorded_after_a_reload_is_labelled_by_the_new_config(
+    runtime: Runtime,
+) -> None:
+    metrics = Metrics(CollectorRegistry(), runtime)
+    ctx = finished(runtime)  # key team-a
+    recorded(metrics, ctx)
+    config = dict(CONFIG, keys=[{**CONFIG["keys"][0], "name": "team-b"}])
+    metrics.follow(Runtime.build(parse_config(config, "<test>")))
+    recorded(metrics, ctx)  # the same kind of request: its labels are not the remembered ones
+    labels = {"route": "chat", "provider": "openai", "model": "gpt-4o-mini", "cache": "none"}
+    assert value(metrics, "llm_gateway_requests_total", key="team-a", status="200", **labels) == 1
+    assert value(metrics, "llm_gateway_requests_total", key="other", status="200", **labels) == 1
