@@ -48,35 +48,33 @@ local y, m, d = civil(math.floor(now / 86400000))
 local day = string.format('%04d%02d%02d', y, m, d)
 local month = string.format('%04d%02d', y, m)
 -- Every counter the checks below read, fetched in one MGET (each redis.call costs more than
--- the command it runs).
-local wanted, slot = {}, {}
-local function want(key)
-  if not slot[key] then wanted[#wanted + 1] = key; slot[key] = #wanted end
-  return key
-end
+-- the command it runs). Each key is named, and each limit parsed, once.
+local wanted = {}
 local req_key, tok_key = p .. 'rl:' .. rate_key .. ':req', p .. 'rl:' .. rate_key .. ':tok'
-if rpm > 0 then want(req_key) end
-if tpm > 0 then want(tok_key) end
+if rpm > 0 then wanted[#wanted + 1] = req_key end
+local req_at = #wanted
+if tpm > 0 then wanted[#wanted + 1] = tok_key end
+local tok_at = #wanted
+local scopes = {}  -- per scope: name, limits (day, month, tokens; -1 = none), its counters
 for i = 0, n - 1 do
   local name = ARGV[10 + i * 4]
-  if tonumber(ARGV[11 + i * 4]) >= 0 then
-    want(p .. 'spent:' .. name .. ':d' .. day); want(p .. 'held:' .. name .. ':d' .. day)
-  end
-  if tonumber(ARGV[12 + i * 4]) >= 0 then
-    want(p .. 'spent:' .. name .. ':m' .. month); want(p .. 'held:' .. name .. ':m' .. month)
-  end
-  if tonumber(ARGV[13 + i * 4]) >= 0 then
-    want(p .. 'tokens:' .. name .. ':m' .. month); want(p .. 'heldtok:' .. name .. ':m' .. month)
-  end
+  local s = {name, tonumber(ARGV[11 + i * 4]), tonumber(ARGV[12 + i * 4]), tonumber(ARGV[13 + i * 4]),
+             p .. 'held:' .. name .. ':d' .. day, p .. 'held:' .. name .. ':m' .. month,
+             p .. 'heldtok:' .. name .. ':m' .. month, 0}
+  s[8] = #wanted  -- where its counters start in the MGET's reply
+  if s[2] >= 0 then wanted[#wanted + 1] = p .. 'spent:' .. name .. ':d' .. day; wanted[#wanted + 1] = s[5] end
+  if s[3] >= 0 then wanted[#wanted + 1] = p .. 'spent:' .. name .. ':m' .. month; wanted[#wanted + 1] = s[6] end
+  if s[4] >= 0 then wanted[#wanted + 1] = p .. 'tokens:' .. name .. ':m' .. month; wanted[#wanted + 1] = s[7] end
+  scopes[i + 1] = s
 end
 local values = #wanted > 0 and redis.call('MGET', unpack(wanted)) or {}
-local function num(key) return tonumber(values[slot[key]] or '0') end
+local function num(at) return tonumber(values[at] or '0') end
 local function int(x) return string.format('%d', x) end
 
 -- 1. Rate limits (GCRA: `limit` per minute, a full minute's worth may come at once).
-local function gcra(key, limit, cost)
+local function gcra(at, limit, cost)
   local interval = 60000 / limit
-  local tat = math.max(num(key), now)
+  local tat = math.max(num(at), now)
   local new_tat = tat + cost * interval
   local allow_at = new_tat - 60000
   if allow_at > now then return nil, math.ceil(allow_at - now), cost > limit end
@@ -84,56 +82,58 @@ local function gcra(key, limit, cost)
 end
 local req_tat, tok_tat, remaining_requests = nil, nil, -1
 if rpm > 0 then
-  local tat, second, never = gcra(req_key, rpm, 1)
+  local tat, second, never = gcra(req_at, rpm, 1)
   if not tat then return {2, 'rpm', second, never and 1 or 0} end
   req_tat, remaining_requests = tat, second
 end
 if tpm > 0 then
-  local tat, second, never = gcra(tok_key, tpm, tokens)
+  local tat, second, never = gcra(tok_at, tpm, tokens)
   if not tat then return {2, 'tpm', second, never and 1 or 0} end
   tok_tat = tat
 end
 
 -- 2. Budgets: settled spend + open reservations + this one, against every limit.
 local remaining = -1
-local scopes = {}
-for i = 0, n - 1 do
-  local name = ARGV[10 + i * 4]
-  local limits = {{'day', 'd' .. day, tonumber(ARGV[11 + i * 4])},
-                  {'month', 'm' .. month, tonumber(ARGV[12 + i * 4])}}
-  for _, l in ipairs(limits) do
-    if l[3] >= 0 then
-      local used = num(p .. 'spent:' .. name .. ':' .. l[2]) + num(p .. 'held:' .. name .. ':' .. l[2])
-      if used + amount > l[3] then return {3, name, l[1], int(used), int(l[3]), day, month} end
-      local left = l[3] - used - (hold and amount or 0)
+for _, s in ipairs(scopes) do
+  local at = s[8]
+  for period = 2, 3 do
+    local limit = s[period]
+    if limit >= 0 then
+      local used = num(at + 1) + num(at + 2)
+      if used + amount > limit then
+        return {3, s[1], period == 2 and 'day' or 'month', int(used), int(limit), day, month}
+      end
+      local left = limit - used - (hold and amount or 0)
       if remaining < 0 or left < remaining then remaining = left end
+      at = at + 2
     end
   end
-  local tok_limit = tonumber(ARGV[13 + i * 4])
-  if tok_limit >= 0 then
-    local used = num(p .. 'tokens:' .. name .. ':m' .. month) + num(p .. 'heldtok:' .. name .. ':m' .. month)
-    if used + tokens > tok_limit then return {3, name, 'tokens', int(used), int(tok_limit), day, month} end
+  if s[4] >= 0 then
+    local used = num(at + 1) + num(at + 2)
+    if used + tokens > s[4] then return {3, s[1], 'tokens', int(used), int(s[4]), day, month} end
   end
-  scopes[#scopes + 1] = name
 end
 
 -- 3. Everything passed: commit.
 local key_ttl = 400 * 86400
--- A counter gets its expiry when an increment creates it (or finds it at zero).
-local function add(key, by)
-  if redis.call('INCRBY', key, int(by)) == by then redis.call('EXPIRE', key, key_ttl) end
+-- A counter gets its expiry when an increment creates it (or finds it at zero). The amounts
+-- go to Redis as the strings they came as.
+local function add(key, by, by_text)
+  if redis.call('INCRBY', key, by_text) == by then redis.call('EXPIRE', key, key_ttl) end
 end
-if req_tat then redis.call('SET', req_key, int(req_tat), 'PX', 120000) end
+if req_tat then redis.call('SET', req_key, int(req_tat), 'PX', '120000') end
 if not hold then return {1, int(remaining), remaining_requests, day, month, 0} end
-if tok_tat then redis.call('SET', tok_key, int(tok_tat), 'PX', 120000) end
-for _, name in ipairs(scopes) do
-  add(p .. 'held:' .. name .. ':d' .. day, amount)
-  add(p .. 'held:' .. name .. ':m' .. month, amount)
-  add(p .. 'heldtok:' .. name .. ':m' .. month, tokens)
+if tok_tat then redis.call('SET', tok_key, int(tok_tat), 'PX', '120000') end
+local names = {}
+for i, s in ipairs(scopes) do
+  add(s[5], amount, ARGV[2])
+  add(s[6], amount, ARGV[2])
+  add(s[7], tokens, ARGV[3])
+  names[i] = s[1]
 end
-if #scopes > 0 then
-  local rec = int(amount) .. '|' .. int(tokens) .. '|' .. day .. '|' .. month .. '|' .. table.concat(scopes, ';')
+if n > 0 then
+  local rec = ARGV[2] .. '|' .. ARGV[3] .. '|' .. day .. '|' .. month .. '|' .. table.concat(names, ';')
   redis.call('HSET', p .. 'resv', id, rec)
-  redis.call('ZADD', p .. 'resv:exp', now + ttl, id)
+  redis.call('ZADD', p .. 'resv:exp', int(now + ttl), id)
 end
 return {1, int(remaining), remaining_requests, day, month, 1}

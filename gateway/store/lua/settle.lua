@@ -14,10 +14,10 @@ local tpm, rate_key, n = tonumber(ARGV[8]), ARGV[9], tonumber(ARGV[10])
 local function int(x) return string.format('%d', x) end
 local key_ttl = 400 * 86400
 
-local rec = redis.call('HGET', p .. 'resv', id)
+-- Whether it was still held (not yet charged by sweep.lua): released if so.
+local rec = redis.call('HDEL', p .. 'resv', id) == 1
 local charge, charge_tok = actual, actual_tok
 if rec then
-  redis.call('HDEL', p .. 'resv', id)
   redis.call('ZREM', p .. 'resv:exp', id)
 elseif reserved > 0 then
   -- Already charged at its reserved amount when it expired: add only what exceeds it.
@@ -25,28 +25,35 @@ elseif reserved > 0 then
   charge_tok = math.max(0, actual_tok - reserved_tok)
 end
 
+-- What is charged and released goes to Redis as text: the amounts as they came, when they
+-- are what is charged.
+local reserved_text, reserved_tok_text = ARGV[4], ARGV[5]
+local charge_text = charge == actual and ARGV[2] or int(charge)
+local charge_tok_text = charge_tok == actual_tok and ARGV[3] or int(charge_tok)
 local crossed = {}
 for i = 0, n - 1 do
   local name = ARGV[11 + i * 3]
-  local limits = {{'day', 'd' .. day, tonumber(ARGV[12 + i * 3])},
-                  {'month', 'm' .. month, tonumber(ARGV[13 + i * 3])}}
-  for _, l in ipairs(limits) do
-    if rec then redis.call('DECRBY', p .. 'held:' .. name .. ':' .. l[2], int(reserved)) end
-    local key = p .. 'spent:' .. name .. ':' .. l[2]
-    local after = redis.call('INCRBY', key, int(charge))
+  for period = 1, 2 do
+    local suffix = period == 1 and ':d' .. day or ':m' .. month
+    local limit = tonumber(ARGV[11 + period + i * 3])
+    if rec then redis.call('DECRBY', p .. 'held:' .. name .. suffix, reserved_text) end
+    local key = p .. 'spent:' .. name .. suffix
+    local after = redis.call('INCRBY', key, charge_text)
     if after == charge then redis.call('EXPIRE', key, key_ttl) end  -- new (or at zero)
     local before = after - charge
-    if l[3] > 0 then
+    if limit > 0 then
       for _, pct in ipairs({50, 80, 100}) do
-        if before * 100 < pct * l[3] and after * 100 >= pct * l[3] then
-          for _, v in ipairs({name, l[1], pct, int(after), int(l[3])}) do crossed[#crossed + 1] = v end
+        if before * 100 < pct * limit and after * 100 >= pct * limit then
+          for _, v in ipairs({name, period == 1 and 'day' or 'month', pct, int(after), int(limit)}) do
+            crossed[#crossed + 1] = v
+          end
         end
       end
     end
   end
-  if rec then redis.call('DECRBY', p .. 'heldtok:' .. name .. ':m' .. month, int(reserved_tok)) end
+  if rec then redis.call('DECRBY', p .. 'heldtok:' .. name .. ':m' .. month, reserved_tok_text) end
   local tokens_key = p .. 'tokens:' .. name .. ':m' .. month
-  if redis.call('INCRBY', tokens_key, int(charge_tok)) == charge_tok then
+  if redis.call('INCRBY', tokens_key, charge_tok_text) == charge_tok then
     redis.call('EXPIRE', tokens_key, key_ttl)
   end
 end
