@@ -55,13 +55,14 @@ if rpm > 0 then wanted[#wanted + 1] = req_key end
 local req_at = #wanted
 if tpm > 0 then wanted[#wanted + 1] = tok_key end
 local tok_at = #wanted
-local scopes = {}  -- per scope: name, limits (day, month, tokens; -1 = none), its counters
+-- Per scope: its name; its limits (day, month, tokens; -1 = none); the keys of what it holds
+-- (day, month, tokens); where its counters start in the MGET's reply.
+local scopes = {}
 for i = 0, n - 1 do
   local name = ARGV[10 + i * 4]
   local s = {name, tonumber(ARGV[11 + i * 4]), tonumber(ARGV[12 + i * 4]), tonumber(ARGV[13 + i * 4]),
              p .. 'held:' .. name .. ':d' .. day, p .. 'held:' .. name .. ':m' .. month,
-             p .. 'heldtok:' .. name .. ':m' .. month, 0}
-  s[8] = #wanted  -- where its counters start in the MGET's reply
+             p .. 'heldtok:' .. name .. ':m' .. month, #wanted}
   if s[2] >= 0 then wanted[#wanted + 1] = p .. 'spent:' .. name .. ':d' .. day; wanted[#wanted + 1] = s[5] end
   if s[3] >= 0 then wanted[#wanted + 1] = p .. 'spent:' .. name .. ':m' .. month; wanted[#wanted + 1] = s[6] end
   if s[4] >= 0 then wanted[#wanted + 1] = p .. 'tokens:' .. name .. ':m' .. month; wanted[#wanted + 1] = s[7] end
