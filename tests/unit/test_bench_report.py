@@ -265,6 +265,36 @@ def test_targets_not_met_by_bad_figures() -> None:
     assert verdicts["Throughput, one worker on one core"] == "not met"
 
 
+def test_cpu_targets_are_judged_at_saturation_and_name_the_counts_they_miss() -> None:
+    # The forwarder and the gateway at three connection counts: a hit below the forwarder
+    # only at the highest, a miss within 3x at every count.
+    costs = {1: (400.0, 1000.0, 440.0), 16: (200.0, 520.0, 204.0), 64: (200.0, 480.0, 190.0)}
+    phases = []
+    for conns, (forwarder_us, miss_us, hit_us) in costs.items():
+        phases += [
+            phase("direct", 0, conns),
+            phase("forwarder", 0, conns, proxy_cpu_us=forwarder_us),
+            phase("gateway-miss", 0, conns, proxy_cpu_us=miss_us),
+            phase("gateway-hit", 0, conns, proxy_cpu_us=hit_us),
+        ]
+    report = replace(sample_report(), phases=derive(phases))
+    checks = {c.name: c for c in check_targets(report)}
+    hit, miss = checks["CPU per request, cache hit"], checks["CPU per request, cache miss"]
+    assert hit.measured == "0.95x (190 µs, 0 ms, c64); c16 1.02x, c1 1.10x"
+    assert hit.verdict == "met at c64; not at c1, c16"
+    assert miss.measured == "2.40x (480 µs, 0 ms, c64); c16 2.60x, c1 2.50x"
+    assert miss.verdict == "met"
+    # Missed where the core is saturated: not met, whatever the lower counts show.
+    phases = [
+        replace(p, proxy_cpu_us=210.0) if p.connections == 64 and p.target == "gateway-hit" else p
+        for p in phases
+    ]
+    report = replace(report, phases=derive(phases))
+    assert {c.name: c.verdict for c in check_targets(report)}["CPU per request, cache hit"] == (
+        "not met"
+    )
+
+
 def test_workers_scaling_and_a_soak_that_grows() -> None:
     report = sample_report()
     report.workers = [
