@@ -37,7 +37,12 @@ def demo_config(
             {"name": "models", "match": {"path": "/v1/models*"}, "provider": "openai"},
             # The Anthropic SDK's models.list(): the same path, its own provider's list.
             {"name": "claude-models", "match": {"path": "/v1/models*"}, "provider": "anthropic"},
-            {"name": "claude", "match": {"model": "claude-*"}, "provider": "anthropic"},
+            {
+                "name": "claude",
+                "match": {"model": "claude-*"},
+                "provider": "anthropic",
+                "cache": {"ttl_s": 3600},
+            },
         ],
         "keys": [
             {

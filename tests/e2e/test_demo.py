@@ -50,8 +50,20 @@ async def test_demo_serves_the_printed_key_and_stops_on_ctrl_c() -> None:
         async with AsyncAnthropic(base_url=url, api_key=key.group(1)) as claude:
             listed = [m.id async for m in claude.models.list()]
             one = await claude.models.retrieve(listed[0])
+            # Both SDKs' temperature-0 requests are answered from the cache the second time.
+            seen = []
+            for _ in range(2):
+                raw = await claude.messages.with_raw_response.create(
+                    model="claude-haiku-4-5",
+                    max_tokens=50,
+                    messages=[{"role": "user", "content": "Cache me"}],
+                    extra_body={"temperature": 0},  # (not a parameter of this SDK's create)
+                )
+                seen.append((raw.headers.get("x-gateway-cache"), (await raw.parse()).content[0]))
         assert listed == ["claude-sonnet-4-5", "claude-haiku-4-5"]
         assert (one.id, one.type) == ("claude-sonnet-4-5", "model")
+        assert [status for status, _ in seen] == ["MISS", "HIT"]
+        assert seen[0][1] == seen[1][1]
         async with aiohttp.ClientSession() as session, session.get(f"{url}/readyz") as ready:
             assert ready.status == 200
         proc.send_signal(signal.SIGINT)
