@@ -19,6 +19,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from redis.asyncio.connection import parse_url as parse_redis_url
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -58,6 +59,13 @@ class StorageConfig(Frozen):
             raise ValueError(
                 "the database after the address must be a number (redis://host:6379/2)"
             )
+        if parts.scheme == "unix" and not parts.path:
+            raise ValueError("a unix:// URL needs the socket's path (unix:///run/redis.sock?db=0)")
+        if parts.scheme != "memory":
+            try:  # as the store will read it: a bad port or option would fail at start-up
+                parse_redis_url(url.replace("-cluster://", "://", 1))
+            except ValueError as exc:  # (its messages name the option, never its URL)
+                raise ValueError(f"the store URL is not valid: {exc}") from None
         return url
 
     # The store's circuit breaker: after this many consecutive store failures, the store is
