@@ -123,27 +123,32 @@ class GatewayProcess:
 
 
 class RedisProcess:
-    """A redis-server of the test's own on a spare loopback port (the shared one is never
-    stopped)."""
+    """A redis-server of the test's own on a spare loopback port, or (`unix`) on a Unix
+    socket in `directory` and no port at all (the shared one is never stopped)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, unix: bool = False) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             if os.environ.get("REQUIRE_REDIS") == "1":
                 pytest.fail("redis-server is needed for this test")
             pytest.skip("redis-server is not installed")
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly"]
+        self.port = 0 if unix else free_port()
+        path = directory / "redis.sock"
+        self.url = f"unix://{path}?db=0" if unix else f"redis://127.0.0.1:{self.port}/0"
+        listen = ["--unixsocket", str(path)] if unix else ["--bind", "127.0.0.1"]
+        args = ["--port", str(self.port), *listen, "--save", "", "--appendonly"]
         self.proc = subprocess.Popen(
             [binary, *args, "no", "--dir", str(directory)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        family, address = (
+            (socket.AF_UNIX, str(path)) if unix else (socket.AF_INET, ("127.0.0.1", self.port))
+        )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+            with socket.socket(family) as s:
+                if s.connect_ex(address) == 0:
                     return
             time.sleep(0.05)
         raise AssertionError("redis-server did not start")
@@ -162,8 +167,8 @@ class RedisProcess:
 
 
 @contextmanager
-def redis_process(directory: Path) -> Iterator[RedisProcess]:
-    redis = RedisProcess(directory)
+def redis_process(directory: Path, unix: bool = False) -> Iterator[RedisProcess]:
+    redis = RedisProcess(directory, unix)
     try:
         yield redis
     finally:
