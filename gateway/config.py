@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 from redis.asyncio.connection import parse_url as parse_redis_url
+from yarl import URL
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -108,6 +109,17 @@ class ProviderConfig(Frozen):
     api_key: SecretStr | None = None
     # Extra headers sent upstream on every request (e.g. OpenAI-Organization).
     headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("base_url")
+    @classmethod
+    def _a_url_the_client_reads(cls, url: str) -> str:
+        """Read as the HTTP client will read it: a port out of range or a broken IPv6
+        address is an error here, not at the first request (or at start-up)."""
+        try:
+            URL(url)
+        except ValueError as exc:
+            raise ValueError(f"not a URL the gateway can call: {exc}") from None
+        return url
 
 
 class RetryConfig(Frozen):

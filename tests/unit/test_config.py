@@ -103,6 +103,20 @@ def test_provider_url_must_be_http() -> None:
     assert "providers.openai.base_url" in _error(data)
 
 
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://127.0.0.1:99999/v1", "Port out of range 0-65535"),
+        ("http://[::1/v1", "Invalid IPv6 URL"),
+    ],
+)
+def test_a_provider_url_the_client_could_not_call_is_a_config_error(url: str, problem: str) -> None:
+    data = base_config("http://127.0.0.1:1")
+    data["providers"]["openai"]["base_url"] = url
+    message = _error(data)
+    assert f"providers.openai.base_url: not a URL the gateway can call: {problem}" in message
+
+
 def test_top_level_must_be_a_mapping() -> None:
     assert _error(["a", "b"]) == "gw.yaml: the top level must be a mapping"
 
