@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import errno
+import re
+import socket
 import sys
 from collections.abc import Sequence
 
-from gateway.config import ConfigError, load_config
+from gateway.config import NAME_PATTERN, ConfigError, load_config
 from gateway.healthcheck import DEFAULT_URL, check
 
 
@@ -18,7 +20,7 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve the gateway")
     serve.add_argument("--config", required=True, help="path to the YAML config")
     serve.add_argument("--host", help="overrides server.host")
-    serve.add_argument("--port", type=int, help="overrides server.port")
+    serve.add_argument("--port", type=_port, help="overrides server.port")
     serve.add_argument(
         "--workers", type=_positive, help="worker processes on the port (overrides server.workers)"
     )
@@ -34,17 +36,17 @@ def _parser() -> argparse.ArgumentParser:
 
     hk = sub.add_parser("hash-key", help="make a new gateway key and its config line")
     hk.add_argument("key", nargs="?", help="hash this key instead of making a new one")
-    hk.add_argument("--name", default="my-app", help="the key's name in the config")
+    hk.add_argument("--name", type=_name, default="my-app", help="the key's name in the config")
 
     mock = sub.add_parser("mock-provider", help="serve the fake OpenAI + Anthropic provider")
     mock.add_argument("--host", default="127.0.0.1")
-    mock.add_argument("--port", type=int, default=9090)
+    mock.add_argument("--port", type=_port, default=9090)
     mock.add_argument("--api-key", help="require this provider key")
 
     demo = sub.add_parser("demo", help="the mock provider and a gateway, ready to try")
     demo.add_argument("--host", default="127.0.0.1")
-    demo.add_argument("--port", type=int, default=8080)
-    demo.add_argument("--mock-port", type=int, default=9090)
+    demo.add_argument("--port", type=_port, default=8080)
+    demo.add_argument("--mock-port", type=_port, default=9090)
 
     ev = sub.add_parser("eval", help="compare two prompts over a test set")
     from gateway.eval.cli import add_arguments
@@ -58,6 +60,22 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be 1 or more")
     return value
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is a number from 1 to 65535, not {text!r}")
+    return int(text)
+
+
+def _name(text: str) -> str:
+    """A name the config accepts: a key named otherwise would be refused when it is loaded."""
+    if re.fullmatch(NAME_PATTERN, text) is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: letters, digits, '_', '.' and '-', starting with a letter or digit, "
+            "at most 64 characters"
+        )
+    return text
 
 
 # The commands that listen on ports of their own choosing, and the options that choose them.
@@ -74,7 +92,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        if args.command not in _LISTENERS or exc.errno not in _CANNOT_BIND:
+        if args.command not in _LISTENERS:
+            raise
+        if isinstance(exc, socket.gaierror):  # --host names no address of this machine
+            print(
+                f"gateway {args.command}: cannot listen on {args.host!r}: {exc.strerror}.",
+                file=sys.stderr,
+            )
+            return 1
+        if exc.errno not in _CANNOT_BIND:
             raise
         print(
             f"gateway {args.command}: cannot listen: {exc.strerror}. "

@@ -90,15 +90,31 @@ def test_a_port_in_use_is_a_clear_error_not_a_traceback(command: str, taken: str
         ports = {"--port": free_port(), "--mock-port": free_port()} if command == "demo" else {}
         ports[taken] = port
         argv = [arg for flag, value in ports.items() for arg in (flag, str(value))]
-        done = subprocess.run(
-            [sys.executable, "-m", "gateway", command, *argv],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        done = _gateway(command, *argv)
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     assert f"gateway {command}: cannot listen: " in done.stderr
     assert f"('127.0.0.1', {port}): address already in use" in done.stderr
     assert "choose another with --port" in done.stderr
+
+
+@pytest.mark.parametrize("command", ["demo", "mock-provider"])
+def test_a_host_with_no_address_is_a_clear_error_not_a_traceback(command: str) -> None:
+    ports = ["--port", str(free_port())] + (
+        ["--mock-port", str(free_port())] if command == "demo" else []
+    )
+    done = _gateway(command, "--host", "no such host!", *ports)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert f"gateway {command}: cannot listen on 'no such host!': " in done.stderr
+
+
+def _gateway(*argv: str) -> subprocess.CompletedProcess[str]:
+    """`gateway ARGV...` run to its end (a minute at most), its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )

@@ -42,3 +42,33 @@ def test_hash_key_makes_a_key_whose_sha256_is_printed(capsys: pytest.CaptureFixt
 def test_hash_key_hashes_a_given_key(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["hash-key", "gk-given"]) == 0
     assert hashlib.sha256(b"gk-given").hexdigest() in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["serve", "--config", "gw.yaml", "--port", "99999"],
+        ["demo", "--port", "-5"],
+        ["demo", "--mock-port", "http"],
+        ["mock-provider", "--port", "70000"],
+    ],
+)
+def test_a_port_out_of_range_is_refused_before_anything_starts(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert "a port is a number from 1 to 65535, not " in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["", "team x", "-lead", "x" * 65])
+def test_hash_key_refuses_a_name_the_config_would_refuse(
+    name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["hash-key", "--name", name])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --name: " in err
+    assert "key_sha256" not in err
