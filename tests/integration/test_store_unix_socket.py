@@ -14,13 +14,14 @@ from gateway.mock import MockState
 from gateway.store import open_store
 from gateway.store.accounting import Accounting
 from tests.conftest import KEY_A, sha
+from tests.integration.test_cache import cache_config
 from tests.processes import redis_process
 
 # $4000 per 1M output tokens: the mock's 10-token reply costs $0.04.
-PRICING = {"budget-model": {"input": 0, "output": 4000}}
+PRICING = {"gpt-4o-mini": {"input": 0, "output": 4000}}
 REPLY = "abcd efgh ijkl mnop qrst uvwx yzab cdef"
 CHAT = {
-    "model": "budget-model",
+    "model": "gpt-4o-mini",
     "max_tokens": 25,
     "temperature": 0,
     "messages": [{"role": "user", "content": "over the socket"}],
@@ -35,16 +36,8 @@ async def test_a_redis_on_its_unix_socket_caches_bills_and_limits(
     with redis_process(tmp_path, unix=True) as redis:
         assert redis.url.startswith("unix://")
         gateway = await make_gateway(
-            storage={"url": redis.url},
+            **cache_config(redis.url),
             pricing=PRICING,
-            routes=[
-                {
-                    "name": "chat",
-                    "match": {"path": "/v1/chat/completions"},
-                    "provider": "openai",
-                    "cache": {"ttl_s": 60},
-                }
-            ],
             keys=[
                 {
                     "name": "team-a",
