@@ -60,6 +60,11 @@ class Sent:
             self.orphan(exc)
 
 
+# How long after finding a batch overdue it is looked at again: a timer, not the next turn
+# (uvloop runs a callback due at once before it reads, a timer after).
+_REREAD_S = 0.001
+
+
 class Wire(asyncio.Protocol):
     """One Redis connection: each batch written as it comes, each reply handed to its caller
     as soon as it is read (Redis answers in order). A batch not answered within the timeout
@@ -70,6 +75,7 @@ class Wire(asyncio.Protocol):
         self.pending: deque[Sent] = deque()
         self.deadlines: deque[tuple[float, Sent]] = deque()  # each batch's last command
         self.watch: asyncio.TimerHandle | None = None
+        self.overdue: tuple[float, Sent] | None = None  # found past its deadline once
         self.encoder = conn.encoder
         options: dict[str, Any] = {"replyError": _error, "notEnoughData": _MORE}
         if self.encoder.decode_responses:
@@ -128,16 +134,23 @@ class Wire(asyncio.Protocol):
             answer(item, reply)
 
     def _check(self) -> None:
-        """At the oldest batch's deadline: overdue, or watch the next one."""
+        """At the oldest batch's deadline: watch the next one; or, found overdue, look once
+        more after the loop's next read. A loop held up past the deadline (a long callback, a
+        paused machine) may not have read yet a reply that came in time: held up while it
+        handled what one read brought, uvloop runs its timers before it reads again."""
         self.watch = None
         if not self.deadlines:
             return
-        deadline = self.deadlines[0][0]
-        if deadline <= self.loop.time():
+        oldest = self.deadlines[0]
+        now = self.loop.time()
+        if oldest[0] > now:
+            self.watch = self.loop.call_at(oldest[0], self._check)
+        elif oldest is not self.overdue:
+            self.overdue = oldest
+            self.watch = self.loop.call_at(now + _REREAD_S, self._check)
+        else:
             # Stuck, not gone: sending its commands again would only wait longer.
             self.close(TimeoutError("The store did not answer in time."), retry=False)
-        else:
-            self.watch = self.loop.call_at(deadline, self._check)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.close(ConnectionError(f"Connection to the store lost: {exc or 'closed by server'}."))
@@ -147,6 +160,7 @@ class Wire(asyncio.Protocol):
             self.watch.cancel()
             self.watch = None
         self.deadlines.clear()
+        self.overdue = None
         if not self.transport.is_closing():
             self.transport.abort()
         self.conn._reader = self.conn._writer = None  # closed here; redis-py must not wait on it

@@ -1,11 +1,13 @@
 """The coalesced store client's one connection: written as commands come, answered in order,
-re-sent once after a dropped connection, failed fast when the store is stuck."""
+re-sent once after a dropped connection, failed fast when the store is stuck (and not when
+the gateway's own event loop was held up)."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -14,6 +16,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError
 
+from gateway.serve import new_event_loop
 from gateway.store import COMMAND_TIMEOUT_S, open_store
 from tests.integration.test_cache_redis_failures import TcpRelay, redis_address, relaying
 from tests.integration.test_store_coalesce import count_round_trips
@@ -100,6 +103,59 @@ async def test_a_stuck_store_fails_its_callers_at_the_timeout_and_is_left(
     relay.frozen = False
     assert await store.get("n") == b"1"  # a new connection; the stuck one is gone
     assert relay.connections == 2
+
+
+@pytest.mark.parametrize("held_in", ["a callback", "a read's callback"])
+@pytest.mark.parametrize(
+    "make_loop", [new_event_loop, asyncio.new_event_loop], ids=["gateway-loop", "asyncio-loop"]
+)
+async def test_a_held_up_event_loop_does_not_make_the_store_look_stuck(
+    relay: Relay, redis_url: str, make_loop: Callable[[], asyncio.AbstractEventLoop], held_in: str
+) -> None:
+    """The gateway's own event loop held up past the command timeout (a long callback, a
+    paused machine) while the store's reply comes in: the reply reaches its caller, on the
+    same connection, whether the loop was held in a callback or while reading another
+    socket (uvloop reads before it runs its timers, and runs them before the next read)."""
+    db = urlsplit(redis_url).path.lstrip("/") or "0"
+    held_s = COMMAND_TIMEOUT_S * 1.5
+
+    async def held_up() -> tuple[Any, Any]:
+        loop = asyncio.get_running_loop()
+        store: Redis = open_store(f"redis://127.0.0.1:{relay.port}/{db}")  # type: ignore[assignment]
+        ours, other = socket.socketpair()
+        ours.setblocking(False)
+
+        def hold_up() -> None:
+            ours.recv(1)
+            time.sleep(held_s)
+
+        loop.add_reader(ours.fileno(), hold_up)
+        try:
+            await store.set("n", 1)
+            waiting = asyncio.ensure_future(store.incr("n"))
+            await asyncio.sleep(0)  # the command leaves
+            if held_in == "a callback":
+                time.sleep(held_s)  # the loop held up, on purpose
+            else:
+                other.send(b"x")  # read on the loop's next pass, before the reply comes
+            return await waiting, await store.get("n")
+        finally:
+            loop.remove_reader(ours.fileno())
+            ours.close()
+            other.close()
+            await store.delete("n")
+            await store.aclose()
+
+    def run() -> tuple[Any, Any]:
+        loop = make_loop()
+        try:
+            return loop.run_until_complete(held_up())
+        finally:
+            loop.close()
+
+    # On a thread with its own loop: the relay goes on running on this one.
+    assert await asyncio.to_thread(run) == (2, b"2")
+    assert relay.connections == 1  # the connection was kept
 
 
 async def test_batches_sent_before_earlier_replies_come_back_get_their_own_replies(
