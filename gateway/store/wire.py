@@ -75,7 +75,7 @@ class Wire(asyncio.Protocol):
         self.pending: deque[Sent] = deque()
         self.deadlines: deque[tuple[float, Sent]] = deque()  # each batch's last command
         self.watch: asyncio.TimerHandle | None = None
-        self.overdue: tuple[float, Sent] | None = None  # found past its deadline once
+        self.overdue: tuple[float, Sent] | None = None  # found past its deadline, looked at again
         self.encoder = conn.encoder
         options: dict[str, Any] = {"replyError": _error, "notEnoughData": _MORE}
         if self.encoder.decode_responses:
@@ -139,13 +139,14 @@ class Wire(asyncio.Protocol):
         paused machine) may not have read yet a reply that came in time: held up while it
         handled what one read brought, uvloop runs its timers before it reads again."""
         self.watch = None
+        overdue, self.overdue = self.overdue, None
         if not self.deadlines:
             return
         oldest = self.deadlines[0]
         now = self.loop.time()
         if oldest[0] > now:
             self.watch = self.loop.call_at(oldest[0], self._check)
-        elif oldest is not self.overdue:
+        elif oldest is not overdue:
             self.overdue = oldest
             self.watch = self.loop.call_at(now + _REREAD_S, self._check)
         else:
@@ -160,7 +161,6 @@ class Wire(asyncio.Protocol):
             self.watch.cancel()
             self.watch = None
         self.deadlines.clear()
-        self.overdue = None
         if not self.transport.is_closing():
             self.transport.abort()
         self.conn._reader = self.conn._writer = None  # closed here; redis-py must not wait on it
