@@ -65,10 +65,16 @@ async def relay(redis_url: str) -> AsyncIterator[Relay]:
         yield running
 
 
-@pytest.fixture
-async def store(relay: Relay, redis_url: str) -> AsyncIterator[Redis]:
+def relayed(relay: Relay, redis_url: str) -> Redis:
+    """A coalesced store client of the tests' database, through the relay."""
     db = urlsplit(redis_url).path.lstrip("/") or "0"
     client: Redis = open_store(f"redis://127.0.0.1:{relay.port}/{db}")  # type: ignore[assignment]
+    return client
+
+
+@pytest.fixture
+async def store(relay: Relay, redis_url: str) -> AsyncIterator[Redis]:
+    client = relayed(relay, redis_url)
     await client.delete("n")
     yield client
     await client.aclose()
@@ -116,12 +122,11 @@ async def test_a_held_up_event_loop_does_not_make_the_store_look_stuck(
     paused machine) while the store's reply comes in: the reply reaches its caller, on the
     same connection, whether the loop was held in a callback or while reading another
     socket (uvloop reads before it runs its timers, and runs them before the next read)."""
-    db = urlsplit(redis_url).path.lstrip("/") or "0"
     held_s = COMMAND_TIMEOUT_S * 1.5
 
     async def held_up() -> tuple[Any, Any]:
         loop = asyncio.get_running_loop()
-        store: Redis = open_store(f"redis://127.0.0.1:{relay.port}/{db}")  # type: ignore[assignment]
+        store = relayed(relay, redis_url)
         ours, other = socket.socketpair()
         ours.setblocking(False)
 
