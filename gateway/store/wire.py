@@ -148,7 +148,9 @@ class Wire(asyncio.Protocol):
             self.watch = self.loop.call_at(oldest[0], self._check)
         elif oldest is not overdue:
             self.overdue = oldest
-            self.watch = self.loop.call_at(now + _REREAD_S, self._check)
+            # Relative, not at `now + _REREAD_S`: uvloop's clock counts milliseconds, and a
+            # reading one tick later than `now` would make that due at once.
+            self.watch = self.loop.call_later(_REREAD_S, self._check)
         else:
             # Stuck, not gone: sending its commands again would only wait longer.
             self.close(TimeoutError("The store did not answer in time."), retry=False)
