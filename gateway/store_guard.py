@@ -24,12 +24,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
 from gateway.store import COMMAND_TIMEOUT_S, Store
-from gateway.store.coalesce import coalesced
+from gateway.store.coalesce import coalescer_of
 
 # One command, however the client retries inside, never takes longer than this (a coalesced
 # client's round trips are bounded by the command timeout already).
 HARD_TIMEOUT_S = COMMAND_TIMEOUT_S * 2
-# A command its caller gave up on after this long was slow: it counts as a failure.
+# A command its caller gave up on after this long was slow: it counts as a failure (unless
+# the client bounds its round trips itself: see `guard_store`).
 SLOW_S = COMMAND_TIMEOUT_S / 2
 
 _log = structlog.get_logger("gateway.store")
@@ -118,15 +119,21 @@ def guard_store(store: Store, breaker: StoreBreaker, *, limit_retries: bool = Tr
         store.set_retry(Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)))
     send: Callable[..., Awaitable[Any]] = store.execute_command
     # A coalesced client bounds every round trip itself: a second timer per command would
-    # only cost time.
-    timed = not coalesced(store)
+    # only cost time. It also judges the store by its replies, not by how long a caller
+    # waited: a caller that gave up is no verdict (the gateway's own loop may have been held
+    # up while the reply came in), and a store that failed commands whose callers had all
+    # given up is told to the breaker all the same.
+    coalescer = coalescer_of(store)
+    timed = coalescer is None
+    if coalescer is not None:
+        coalescer.on_unheard = breaker.failed
 
     async def guarded(*args: Any, **options: Any) -> Any:
         if not breaker.allow():
             raise StoreCircuitOpen(
                 f"store circuit open ({breaker.last_error}); retry in {breaker.retry_in_s():.1f}s"
             )
-        started = time.monotonic()
+        started = time.monotonic() if timed else 0.0
         try:
             if timed:
                 async with asyncio.timeout(HARD_TIMEOUT_S):
@@ -140,7 +147,7 @@ def guard_store(store: Store, breaker: StoreBreaker, *, limit_retries: bool = Tr
             breaker.failed(type(exc).__name__)
             raise
         except asyncio.CancelledError:
-            if time.monotonic() - started >= SLOW_S:
+            if timed and time.monotonic() - started >= SLOW_S:
                 breaker.failed("slow")  # a caller's own deadline passed first
             else:
                 breaker.released()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from typing import Any
@@ -117,6 +118,7 @@ class Coalescer:
         "_unsent",
         "_waiting",
         "_wire",
+        "on_unheard",
     )
 
     def __init__(self, client: Redis, timeout_s: float) -> None:
@@ -136,6 +138,9 @@ class Coalescer:
         self._wire: Wire | None = None
         self._connecting: asyncio.Task[None] | None = None
         self._unsent: list[Sent] = []
+        # Told the failure's name when the store failed commands whose callers had all gone
+        # (the failure would otherwise reach no one: see `_fail`).
+        self.on_unheard: Callable[[str], None] | None = None
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         # (NEVER_DECODE: a reply that must stay bytes on a decoding client; redis-py reads it)
@@ -219,8 +224,7 @@ class Coalescer:
                 self._connecting = None
             waiting, self._unsent = self._unsent, []
             failure = exc if isinstance(exc, Exception) else ConnectionError("Closed.")
-            for item in waiting:
-                item.fail(_copy(failure))
+            self._fail(waiting, failure, heard=not isinstance(exc, Exception))
             await conn.disconnect(nowait=True)
             if not isinstance(exc, Exception):
                 raise
@@ -238,14 +242,29 @@ class Coalescer:
         if self._wire is wire:
             self._wire = None
         again: list[Sent] = []
+        failed: list[Sent] = []
         for item in wire.pending:
             if retry and not item.tries:
                 item.tries += 1
                 again.append(item)
             else:
-                item.fail(_copy(exc))
+                failed.append(item)
         wire.pending.clear()
+        self._fail(failed, exc)
         self._transmit(again)
+
+    def _fail(self, items: list[Sent], exc: Exception, heard: bool = False) -> None:
+        """Fail `items`, each caller with its own copy of `exc`. A store failure that reached
+        no caller (all had given up: a request's deadline, a client gone) is told to
+        `on_unheard`, so that a store that never answers is noticed however early its callers
+        leave (`heard`: a failure of our own making, not the store's)."""
+        unheard = not heard and items
+        for item in items:
+            if not item.future.done():
+                unheard = False
+            item.fail(_copy(exc))
+        if unheard and self.on_unheard is not None:
+            self.on_unheard(type(exc).__name__)
 
     def answer(self, item: Sent, reply: Any) -> None:
         """One reply, to its caller: an error reply as that command's exception alone."""
@@ -282,13 +301,14 @@ class Coalescer:
         exc = ConnectionError("The store client was closed.")
         wire, self._wire = self._wire, None
         if wire is not None:
+            closing, wire.pending = list(wire.pending), deque()
             wire.close(exc, retry=False)
+            self._fail(closing, exc, heard=True)
         if self._connecting is not None:
             self._connecting.cancel()
             self._connecting = None
         waiting, self._unsent = self._unsent, []
-        for item in waiting:
-            item.fail(_copy(exc))
+        self._fail(waiting, exc, heard=True)
 
 
 def _chain(done: asyncio.Future[Any], future: asyncio.Future[Any]) -> None:
@@ -302,13 +322,20 @@ def _chain(done: asyncio.Future[Any], future: asyncio.Future[Any]) -> None:
         future.set_result(done.result())
 
 
-def coalesced(client: Any) -> bool:
-    """Whether `client` (or the client its `execute_command` wraps) coalesces its commands.
-    Such a client bounds every round trip in time, so that a caller needs no timer of its
-    own, and hands the replies of cancelled callers to their ON_ORPHAN function."""
+def coalescer_of(client: Any) -> Coalescer | None:
+    """The coalescer of `client` (or of the client its `execute_command` wraps), if it
+    coalesces its commands. Such a client bounds every round trip in time, so that a caller
+    needs no timer of its own; hands the replies of cancelled callers to their ON_ORPHAN
+    function; and tells its `on_unheard` of the failures no caller was left to see."""
     send = client.execute_command
     send = getattr(send, "__wrapped__", send)
-    return isinstance(getattr(send, "__self__", None), Coalescer)
+    owner = getattr(send, "__self__", None)
+    return owner if isinstance(owner, Coalescer) else None
+
+
+def coalesced(client: Any) -> bool:
+    """Whether `client` coalesces its commands (see `coalescer_of`)."""
+    return coalescer_of(client) is not None
 
 
 def _copy(exc: Exception) -> Exception:

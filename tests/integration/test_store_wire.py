@@ -19,6 +19,7 @@ from redis.exceptions import DataError
 
 from gateway.serve import new_event_loop
 from gateway.store import COMMAND_TIMEOUT_S, open_store
+from gateway.store_guard import SLOW_S, StoreBreaker, StoreCircuitOpen, guard_store
 from tests.integration.test_cache_redis_failures import TcpRelay, redis_address, relaying
 from tests.integration.test_store_coalesce import count_round_trips
 
@@ -174,6 +175,54 @@ async def test_a_held_up_event_loop_does_not_make_the_store_look_stuck(
     # On a thread with its own loop: the relay goes on running on this one.
     assert await asyncio.to_thread(run) == (2, b"2")
     assert relay.connections == 1  # the connection was kept
+
+
+async def test_callers_gone_after_a_held_up_loop_leave_the_store_breaker_closed(
+    redis_url: str,
+) -> None:
+    """Clients that leave while the gateway's loop was held up (their requests cancelled past
+    the store's "slow" mark) say nothing of the store, which answered: its breaker stays
+    closed, and the commands ran."""
+    breaker = StoreBreaker()
+    store = guard_store(open_store(redis_url), breaker)
+    try:
+        await store.set("n", 0)
+        callers = [asyncio.ensure_future(store.incr("n")) for _ in range(breaker.failures)]
+        for _ in range(2):
+            await asyncio.sleep(0)  # the commands leave
+        time.sleep(SLOW_S * 1.5)  # the loop held up while the replies come in
+        for caller in callers:
+            caller.cancel()  # their clients gone
+        await asyncio.gather(*callers, return_exceptions=True)
+        assert breaker.state == "closed"
+        assert await store.get("n") == str(breaker.failures).encode()
+    finally:
+        await store.delete("n")
+        await store.aclose()
+
+
+async def test_a_stuck_store_opens_the_breaker_though_its_callers_gave_up_first(
+    relay: Relay, redis_url: str
+) -> None:
+    """Callers that give up before the command timeout (a short request deadline) still
+    let a store that never answers open its breaker, once the connection's timeout passes."""
+    breaker = StoreBreaker(failures=1)
+    store = guard_store(relayed(relay, redis_url), breaker)
+    try:
+        await store.ping()
+        relay.frozen = True
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(SLOW_S / 5):
+                await store.incr("n")
+        assert breaker.state == "closed"  # no verdict yet
+        await asyncio.sleep(COMMAND_TIMEOUT_S)
+        assert breaker.state == "open"
+        assert breaker.last_error == "TimeoutError"
+        with pytest.raises(StoreCircuitOpen):  # the store is left alone
+            await store.get("n")
+    finally:
+        relay.frozen = False
+        await store.aclose()
 
 
 async def test_batches_sent_before_earlier_replies_come_back_get_their_own_replies(
