@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from typing import Any
@@ -301,7 +300,8 @@ class Coalescer:
         exc = ConnectionError("The store client was closed.")
         wire, self._wire = self._wire, None
         if wire is not None:
-            closing, wire.pending = list(wire.pending), deque()
+            closing = list(wire.pending)  # failed here, not as the store's failure
+            wire.pending.clear()
             wire.close(exc, retry=False)
             self._fail(closing, exc, heard=True)
         if self._connecting is not None:
