@@ -11,6 +11,7 @@ counted).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from redis.asyncio import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -29,9 +31,6 @@ from gateway.store.coalesce import coalescer_of
 # One command, however the client retries inside, never takes longer than this (a coalesced
 # client's round trips are bounded by the command timeout already).
 HARD_TIMEOUT_S = COMMAND_TIMEOUT_S * 2
-# A command its caller gave up on after this long was slow: it counts as a failure (unless
-# the client bounds its round trips itself: see `guard_store`).
-SLOW_S = COMMAND_TIMEOUT_S / 2
 
 _log = structlog.get_logger("gateway.store")
 
@@ -118,22 +117,29 @@ def guard_store(store: Store, breaker: StoreBreaker, *, limit_retries: bool = Tr
     if limit_retries:
         store.set_retry(Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)))
     send: Callable[..., Awaitable[Any]] = store.execute_command
-    # A coalesced client bounds every round trip itself: a second timer per command would
-    # only cost time. It also judges the store by its replies, not by how long a caller
-    # waited: a caller that gave up is no verdict (the gateway's own loop may have been held
-    # up while the reply came in), and a store that failed commands whose callers had all
-    # given up is told to the breaker all the same.
+    # The store is judged by its replies, never by how long a caller waited: a caller that
+    # gave up is no verdict (the gateway's own loop may have been held up while the reply
+    # came in). A coalesced client bounds every round trip itself (a second timer per command
+    # would only cost time), and tells the breaker of a failure no caller was left to see.
+    # Any other client (a Redis Cluster's, the embedded store) cancels the command with its
+    # caller, so the store is asked instead: one PING, whose answer or failure is the verdict.
     coalescer = coalescer_of(store)
     timed = coalescer is None
     if coalescer is not None:
         coalescer.on_unheard = breaker.failed
+    asking: asyncio.Task[None] | None = None
+    # Every primary of a cluster: a stuck one holds up the commands for its slots.
+    everywhere = {"target_nodes": RedisCluster.PRIMARIES} if isinstance(store, RedisCluster) else {}
+
+    async def ask_the_store() -> None:
+        with contextlib.suppress(RedisError, OSError, TimeoutError):  # told to the breaker
+            await guarded("PING", **everywhere)
 
     async def guarded(*args: Any, **options: Any) -> Any:
         if not breaker.allow():
             raise StoreCircuitOpen(
                 f"store circuit open ({breaker.last_error}); retry in {breaker.retry_in_s():.1f}s"
             )
-        started = time.monotonic() if timed else 0.0
         try:
             if timed:
                 async with asyncio.timeout(HARD_TIMEOUT_S):
@@ -147,10 +153,10 @@ def guard_store(store: Store, breaker: StoreBreaker, *, limit_retries: bool = Tr
             breaker.failed(type(exc).__name__)
             raise
         except asyncio.CancelledError:
-            if timed and time.monotonic() - started >= SLOW_S:
-                breaker.failed("slow")  # a caller's own deadline passed first
-            else:
-                breaker.released()
+            breaker.released()
+            nonlocal asking
+            if timed and (asking is None or asking.done()):  # one PING at a time
+                asking = asyncio.get_running_loop().create_task(ask_the_store())
             raise
         breaker.succeeded()
         return result

@@ -5,8 +5,9 @@ from __future__ import annotations
 import gc
 import hashlib
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from gateway.app import create_app
 from gateway.config import GatewayConfig, parse_config
 from gateway.mock import MOCK_STATE, MockState, create_mock_app
+from tests.processes import RedisClusterNodes, redis_cluster_nodes
 
 KEY_A = "gk-test-team-a"  # may use every route
 KEY_B = "gk-test-team-b"  # may use the "chat" route only
@@ -172,3 +174,10 @@ def store_url(request: pytest.FixtureRequest) -> str:
         return "memory://"
     url: str = request.getfixturevalue("redis_url")
     return url
+
+
+@pytest.fixture
+def redis_cluster(tmp_path: Path) -> Iterator[RedisClusterNodes]:
+    """A 3-master Redis Cluster on spare loopback ports, torn down afterwards."""
+    with redis_cluster_nodes(tmp_path) as cluster:
+        yield cluster

@@ -97,9 +97,11 @@ class GatewayProcess:
                 self.proc.wait()
 
     def logs(self) -> list[dict[str, Any]]:
-        """Every JSON log line written so far."""
+        """Every JSON log line written so far (a line still being written is left for the
+        next read)."""
+        text = self.log_path.read_text(errors="replace")
         lines = []
-        for raw in self.log_path.read_text(errors="replace").splitlines():
+        for raw in text[: text.rfind("\n") + 1].splitlines():
             if raw.startswith("{"):
                 lines.append(json.loads(raw))
         return lines
@@ -173,3 +175,123 @@ def redis_process(directory: Path, unix: bool = False) -> Iterator[RedisProcess]
         yield redis
     finally:
         redis.stop()
+
+
+class RedisClusterNodes:
+    """A 3-master Redis Cluster of the test's own on spare loopback ports."""
+
+    def __init__(self, directory: Path) -> None:
+        if not shutil.which("redis-server") or not shutil.which("redis-cli"):
+            if os.environ.get("REQUIRE_REDIS") == "1":
+                pytest.fail("redis-server and redis-cli are needed for the cluster test")
+            pytest.skip("redis-server/redis-cli not installed")
+        self.ports = _cluster_ports(3)
+        self.url = f"redis-cluster://127.0.0.1:{self.ports[0]}"
+        self.procs: list[subprocess.Popen[bytes]] = []
+        for port in self.ports:
+            node = directory / f"node-{port}"
+            node.mkdir()
+            self.procs.append(
+                subprocess.Popen(
+                    [
+                        *("redis-server", "--port", str(port), "--bind", "127.0.0.1"),
+                        *("--cluster-enabled", "yes", "--dir", str(node)),
+                        *("--cluster-config-file", str(node / "nodes.conf")),
+                        *("--save", "", "--appendonly", "no"),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+
+    def start(self) -> None:
+        for port in self.ports:
+            _wait_port(port)
+        addresses = [f"127.0.0.1:{p}" for p in self.ports]
+        subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *addresses,
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+        _wait_cluster_ok(self.ports[0])
+
+    def freeze(self) -> None:
+        """SIGSTOP every node: connections are accepted by the kernel but nothing answers."""
+        for proc in self.procs:
+            proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        for proc in self.procs:
+            proc.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.send_signal(signal.SIGCONT)
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@contextmanager
+def redis_cluster_nodes(directory: Path) -> Iterator[RedisClusterNodes]:
+    cluster = RedisClusterNodes(directory)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def _cluster_ports(count: int) -> list[int]:
+    """Free ports below 55536 whose cluster bus port (+10000) is free too."""
+    ports: list[int] = []
+    # Below the ephemeral range (32768+), where outgoing connections take their ports.
+    for port in range(20000 + os.getpid() % 500 * 4, 32767 - 10000):
+        if all(_is_free(p) for p in (port, port + 10000)):
+            ports.append(port)
+            if len(ports) == count:
+                return ports
+    raise AssertionError("no free ports for a Redis Cluster")
+
+
+def _is_free(port: int) -> bool:
+    """Free to listen on (a port held by an outgoing connection is not)."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _wait_port(port: int) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"redis-server on {port} did not start")
+
+
+def _wait_cluster_ok(port: int) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        info = subprocess.run(
+            ["redis-cli", "-p", str(port), "cluster", "info"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        if "cluster_state:ok" in info:
+            return
+        time.sleep(0.1)
+    raise AssertionError("the Redis Cluster did not reach cluster_state:ok")

@@ -4,14 +4,10 @@ on one Redis and on a Redis Cluster, and a killed process's reservations are cha
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +28,7 @@ from tests.integration.test_limits_cache_round_trip import (
     remaining_requests,
     spent_and_held,
 )
-from tests.processes import free_port
+from tests.processes import RedisClusterNodes, free_port
 
 BUDGET_KEY, LIMITED_KEY = "gk-replica-budget", "gk-replica-limited"
 CHAT = {"model": "budget-model", "max_tokens": 25, "messages": [{"role": "user", "content": "x"}]}
@@ -192,125 +188,18 @@ async def test_killed_replica_reservations_are_charged_after_their_ttl(
     assert held == 0
 
 
-@pytest.fixture
-def redis_cluster(tmp_path: Path) -> Iterator[str]:
-    """A 3-master Redis Cluster on spare loopback ports, torn down afterwards."""
-    if not shutil.which("redis-server") or not shutil.which("redis-cli"):
-        if os.environ.get("REQUIRE_REDIS") == "1":
-            pytest.fail("redis-server and redis-cli are needed for the cluster test")
-        pytest.skip("redis-server/redis-cli not installed")
-    ports = _cluster_ports(3)
-    procs = []
-    for port in ports:
-        node = tmp_path / f"node-{port}"
-        node.mkdir()
-        procs.append(
-            subprocess.Popen(
-                [
-                    "redis-server",
-                    "--port",
-                    str(port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    str(node / "nodes.conf"),
-                    "--dir",
-                    str(node),
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
-    try:
-        for port in ports:
-            _wait_port(port)
-        subprocess.run(
-            [
-                "redis-cli",
-                "--cluster",
-                "create",
-                *(f"127.0.0.1:{p}" for p in ports),
-                "--cluster-replicas",
-                "0",
-                "--cluster-yes",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=30,
-        )
-        _wait_cluster_ok(ports[0])
-        yield f"redis-cluster://127.0.0.1:{ports[0]}"
-    finally:
-        for proc in procs:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
-def _cluster_ports(count: int) -> list[int]:
-    """Free ports below 55536 whose cluster bus port (+10000) is free too."""
-    ports: list[int] = []
-    # Below the ephemeral range (32768+), where outgoing connections take their ports.
-    for port in range(20000 + os.getpid() % 500 * 4, 32767 - 10000):
-        if all(_is_free(p) for p in (port, port + 10000)):
-            ports.append(port)
-            if len(ports) == count:
-                return ports
-    raise AssertionError("no free ports for a Redis Cluster")
-
-
-def _is_free(port: int) -> bool:
-    """Free to listen on (a port held by an outgoing connection is not)."""
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def _wait_port(port: int) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"redis-server on {port} did not start")
-
-
-def _wait_cluster_ok(port: int) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        info = subprocess.run(
-            ["redis-cli", "-p", str(port), "cluster", "info"],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout
-        if "cluster_state:ok" in info:
-            return
-        time.sleep(0.1)
-    raise AssertionError("the Redis Cluster did not reach cluster_state:ok")
-
-
 async def test_three_replicas_on_a_redis_cluster_hold_budget_and_rate_limit(
-    redis_cluster: str, mock_url_for_processes: str, tmp_path: Path
+    redis_cluster: RedisClusterNodes, mock_url_for_processes: str, tmp_path: Path
 ) -> None:
-    await _assert_budget_and_rate_limit_hold(redis_cluster, mock_url_for_processes, tmp_path)
+    await _assert_budget_and_rate_limit_hold(redis_cluster.url, mock_url_for_processes, tmp_path)
 
 
 async def test_a_cache_hit_on_a_redis_cluster_is_counted_and_leaves_nothing_held(
-    redis_cluster: str, make_gateway: MakeGateway, mock: Any
+    redis_cluster: RedisClusterNodes, make_gateway: MakeGateway, mock: Any
 ) -> None:  # the cluster first: it outlives the gateway, whose shutdown still writes to it
     # On a cluster the reservation and the lookup are two scripts (different slots), and a
     # hit settles its reservation: the same outcome as on one Redis, one round trip more.
-    gateway = await limited_cached_gateway(make_gateway, redis_cluster)
+    gateway = await limited_cached_gateway(make_gateway, redis_cluster.url)
     miss, body = await post(gateway, round_trip.CHAT, {**round_trip.A, **round_trip.REPLY})
     hit, cached = await post(gateway, round_trip.CHAT, {**round_trip.A, **round_trip.REPLY})
     assert (miss.headers["x-gateway-cache"], hit.headers["x-gateway-cache"]) == ("MISS", "HIT")

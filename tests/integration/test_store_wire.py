@@ -19,7 +19,8 @@ from redis.exceptions import DataError
 
 from gateway.serve import new_event_loop
 from gateway.store import COMMAND_TIMEOUT_S, open_store
-from gateway.store_guard import SLOW_S, StoreBreaker, StoreCircuitOpen, guard_store
+from gateway.store_guard import StoreBreaker, StoreCircuitOpen, guard_store
+from tests.faults.test_store_breaker import give_up_after_a_held_up_loop
 from tests.integration.test_cache_redis_failures import TcpRelay, redis_address, relaying
 from tests.integration.test_store_coalesce import count_round_trips
 
@@ -180,20 +181,14 @@ async def test_a_held_up_event_loop_does_not_make_the_store_look_stuck(
 async def test_callers_gone_after_a_held_up_loop_leave_the_store_breaker_closed(
     redis_url: str,
 ) -> None:
-    """Clients that leave while the gateway's loop was held up (their requests cancelled past
-    the store's "slow" mark) say nothing of the store, which answered: its breaker stays
+    """Clients that leave while the gateway's loop was held up (their requests cancelled long
+    after their commands left) say nothing of the store, which answered: its breaker stays
     closed, and the commands ran."""
     breaker = StoreBreaker()
     store = guard_store(open_store(redis_url), breaker)
     try:
         await store.set("n", 0)
-        callers = [asyncio.ensure_future(store.incr("n")) for _ in range(breaker.failures)]
-        for _ in range(2):
-            await asyncio.sleep(0)  # the commands leave
-        time.sleep(SLOW_S * 1.5)  # the loop held up while the replies come in
-        for caller in callers:
-            caller.cancel()  # their clients gone
-        await asyncio.gather(*callers, return_exceptions=True)
+        await give_up_after_a_held_up_loop(store, breaker.failures, COMMAND_TIMEOUT_S * 0.75)
         assert breaker.state == "closed"
         assert await store.get("n") == str(breaker.failures).encode()
     finally:
@@ -212,7 +207,7 @@ async def test_a_stuck_store_opens_the_breaker_though_its_callers_gave_up_first(
         await store.ping()
         relay.frozen = True
         with pytest.raises(TimeoutError):
-            async with asyncio.timeout(SLOW_S / 5):
+            async with asyncio.timeout(COMMAND_TIMEOUT_S / 10):
                 await store.incr("n")
         assert breaker.state == "closed"  # no verdict yet
         await asyncio.sleep(COMMAND_TIMEOUT_S * 2)  # past the connection's timeout
