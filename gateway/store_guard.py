@@ -164,4 +164,15 @@ def guard_store(store: Store, breaker: StoreBreaker, *, limit_retries: bool = Tr
     # Every command, scripts included, goes through this one method of the client.
     guarded.__wrapped__ = send  # type: ignore[attr-defined]
     store.execute_command = guarded  # type: ignore[method-assign]
+    close = store.aclose
+
+    async def aclose(*args: Any, **kwargs: Any) -> None:
+        """Close the client with no PING of the guard's left to outlive it."""
+        if asking is not None and not asking.done():
+            asking.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asking
+        await close(*args, **kwargs)
+
+    store.aclose = aclose  # type: ignore[method-assign]
     return store

@@ -32,6 +32,10 @@ class FakeStore:
         self.fail: BaseException | None = None
         self.delay_s = 0.0
         self.delays: dict[str, float] = {}
+        self.closed = False
+
+    async def aclose(self) -> None:
+        self.closed = True
 
     @property
     def sent(self) -> int:
@@ -104,18 +108,38 @@ async def test_a_refused_command_is_an_answer_and_keeps_the_breaker_closed() -> 
     assert breaker.state == "closed"
 
 
-async def test_a_store_that_never_answers_opens_the_breaker_though_its_caller_gave_up() -> None:
-    """A caller that gives up is no verdict: the store is asked, and its PING times out."""
-    breaker = StoreBreaker(failures=1)
+async def _give_up_on_a_stuck_store(breaker: StoreBreaker) -> FakeStore:
+    """A store that answers nothing for 10 s, and a caller that gives up after 0.05 s."""
     store = _guarded(breaker)
     store.delay_s = 10
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.05):
             await store.execute_command("XADD")
+    return store
+
+
+async def test_a_store_that_never_answers_opens_the_breaker_though_its_caller_gave_up() -> None:
+    """A caller that gives up is no verdict: the store is asked, and its PING times out."""
+    breaker = StoreBreaker(failures=1)
+    store = await _give_up_on_a_stuck_store(breaker)
     assert breaker.state == "closed"  # not yet: the PING is out
     await asyncio.sleep(HARD_TIMEOUT_S * 1.5)
     assert (breaker.state, breaker.last_error) == ("open", "TimeoutError")
     assert store.commands == ["XADD", "PING"]
+
+
+async def test_closing_the_store_cancels_the_ping_left_by_a_caller_that_gave_up() -> None:
+    """The client closes at once, and no PING of the guard's outlives it (to fail later on
+    a closed client, or be destroyed pending with its loop)."""
+    breaker = StoreBreaker(failures=1)
+    store = await _give_up_on_a_stuck_store(breaker)
+    await asyncio.sleep(0)  # the PING's task starts
+    assert store.commands == ["XADD", "PING"]
+    async with asyncio.timeout(HARD_TIMEOUT_S / 4):
+        await store.aclose()
+    assert store.closed
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+    assert (breaker.state, breaker.consecutive) == ("closed", 0)
 
 
 async def test_callers_that_give_up_on_a_store_that_answers_leave_the_breaker_closed() -> None:
