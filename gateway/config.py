@@ -338,6 +338,8 @@ def parse_config(data: Any, source: str, env: Mapping[str, str] | None = None) -
         return GatewayConfig.model_validate(expanded)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: nested too deeply to read") from None
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
@@ -356,29 +358,45 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Gatew
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     try:
-        data = yaml.load(text, Loader=_UniqueKeys)  # noqa: S506 - a SafeLoader
+        loader = yaml.SafeLoader(text)
+        loader.name = str(path)  # YAML's errors name the file, not "<unicode string>"
+        try:
+            node = loader.get_single_node()
+            if node is not None:
+                _refuse_keys_written_twice(node, (), str(path), set())
+            data = None if node is None else loader.construct_document(node)
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to read") from None
     return parse_config(data, str(path), env)
 
 
-class _UniqueKeys(yaml.SafeLoader):
+def _refuse_keys_written_twice(
+    node: yaml.Node, loc: tuple[int | str, ...], source: str, walked: set[int]
+) -> None:
     """YAML lets a mapping name a key twice, the last one silently winning: a budget written
-    twice would lose its first limits without a word. Here it is an error. (A key brought in
-    by a merge, `<<: *defaults`, may still be set again.)"""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    "while reading a mapping",
-                    node.start_mark,
-                    f"the key {key!r} appears twice",
-                    key_node.start_mark,
+    twice would lose its first limits without a word. Here it is an error, naming the field.
+    (A key brought in by a merge, `<<: *defaults`, may still be set again.) A node an alias
+    repeats is looked at once."""
+    if id(node) in walked:
+        return
+    walked.add(id(node))
+    if isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _refuse_keys_written_twice(item, (*loc, index), source, walked)
+    elif isinstance(node, yaml.MappingNode):
+        seen: dict[tuple[str, str], yaml.Node] = {}
+        for key, value in node.value:
+            if key.tag == "tag:yaml.org,2002:merge" or not isinstance(key, yaml.ScalarNode):
+                continue  # a key that is a list or a mapping: refused as unhashable on reading
+            first = seen.setdefault((key.tag, key.value), key)
+            if first is not key:
+                where = _location(loc)
+                raise ConfigError(
+                    f"{source}: {where + ': ' if where else ''}the key {key.value!r} is written "
+                    f"twice (lines {first.start_mark.line + 1} and {key.start_mark.line + 1})"
                 )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
+            _refuse_keys_written_twice(value, (*loc, key.value), source, walked)

@@ -76,9 +76,14 @@ async def reload_config(app: web.Application) -> Reloaded:
             check_listen(loaded, source.path)
             merged, restart_required = keep_restart_only(app[RUNTIME].config, loaded)
             runtime = Runtime.build(merged)
-        except ConfigError as exc:
+        except Exception as exc:  # a ConfigError names the file and its problem; else ours
             app[METRICS].config_reloads.labels("error").inc()
-            _log.error("config_reload_failed", error=str(exc), kept="the running config")
+            _log.error(
+                "config_reload_failed",
+                error=str(exc),
+                kept="the running config",
+                exc_info=not isinstance(exc, ConfigError),
+            )
             raise
         swap_runtime(app, runtime)
     app[METRICS].config_reloads.labels("ok").inc()

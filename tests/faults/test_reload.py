@@ -18,6 +18,7 @@ from gateway.app import create_app
 from gateway.config import load_config
 from gateway.mock import MockState
 from gateway.reload import CONFIG_SOURCE, ConfigSource
+from gateway.runtime import Runtime
 from tests.conftest import KEY_A, base_config, sha
 from tests.processes import GatewayProcess, free_port, write_config
 
@@ -86,20 +87,53 @@ async def test_reload_serves_a_key_added_to_the_file_and_labels_its_metrics(
     assert reloads[(("result", "ok"),)] == 1
 
 
+@pytest.mark.parametrize(
+    ("added", "problem"),
+    [
+        ("bogus_section: 1\n", "bogus_section: Extra inputs are not permitted"),
+        ("? [a, b]\n: 1\n", "found unhashable key"),
+        ("deep: " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply to read"),
+        ("providers: {}\n", "the key 'providers' is written twice"),
+    ],
+)
 async def test_invalid_file_is_refused_with_a_log_line_and_a_metric_and_the_config_stays(
-    served: Callable[..., Awaitable[tuple[Client, Path]]],
+    served: Callable[..., Awaitable[tuple[Client, Path]]], added: str, problem: str
 ) -> None:
     client, path = await served()
-    path.write_text(path.read_text() + "\nbogus_section: 1\n")
+    path.write_text(path.read_text() + "\n" + added)
     with structlog.testing.capture_logs() as logs:
         status, body = await _reload(client)
     assert status == 400
     assert body["error"]["code"] == "invalid_config"
-    assert "bogus_section: Extra inputs are not permitted" in body["error"]["message"]
+    assert problem in body["error"]["message"]
     failed = [line for line in logs if line["event"] == "config_reload_failed"]
     assert len(failed) == 1
     assert failed[0]["log_level"] == "error"
     assert str(path) in failed[0]["error"]
+    resp = await client.post(
+        "/v1/chat/completions", json=CHAT, headers={"Authorization": f"Bearer {KEY_A}"}
+    )
+    assert resp.status == 200
+    metrics = await (await client.get("/metrics")).text()
+    assert _samples(metrics, "llm_gateway_config_reloads_total")[(("result", "error"),)] == 1
+
+
+async def test_a_reload_that_fails_on_our_side_is_counted_and_keeps_the_config(
+    served: Callable[..., Awaitable[tuple[Client, Path]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not the file's fault: a 500 for the admin, but logged, counted and nothing swapped."""
+    client, _ = await served()
+
+    def broken(config: Any) -> Any:
+        raise RuntimeError("a defect")
+
+    monkeypatch.setattr(Runtime, "build", broken)
+    with structlog.testing.capture_logs() as logs:
+        status, body = await _reload(client)
+    assert (status, body["error"]["type"]) == (500, "api_error")
+    assert [line["error"] for line in logs if line["event"] == "config_reload_failed"] == [
+        "a defect"
+    ]
     resp = await client.post(
         "/v1/chat/completions", json=CHAT, headers={"Authorization": f"Bearer {KEY_A}"}
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -188,13 +189,45 @@ def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
         load_config(path, env={})
 
 
-def test_a_key_written_twice_in_a_mapping_is_an_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "keys:\n  - name: kb\n    budget: {usd_per_day: 0.05}\n"
+            "    budget: {usd_per_month: 5}\n",
+            "gw.yaml: keys[0]: the key 'budget' is written twice (lines 3 and 4)",
+        ),
+        (
+            "routes: []\nkeys: []\nroutes: []\n",
+            "gw.yaml: the key 'routes' is written twice (lines 1 and 3)",
+        ),
+    ],
+)
+def test_a_key_written_twice_in_a_mapping_is_an_error_naming_the_field(
+    tmp_path: Path, text: str, message: str
+) -> None:
     """YAML would keep the last and drop the first: a day budget lost without a word."""
     path = tmp_path / "gw.yaml"
-    path.write_text(
-        "keys:\n  - name: kb\n    budget: {usd_per_day: 0.05}\n    budget: {usd_per_month: 500}\n"
-    )
-    with pytest.raises(ConfigError, match=r"(?s)not valid YAML: .*the key 'budget' appears twice"):
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    assert str(caught.value) == f"{tmp_path}/{message}"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("? [a, b]\n: 1\n", 'while constructing a mapping\n  in "/gw.yaml", line 1, column 1'),
+        ("pricing: {? {a: 1} : {input: 1}}\n", "found unhashable key"),
+        ("x: " + "[" * 5000 + "]" * 5000 + "\n", "gw.yaml: nested too deeply to read"),
+    ],
+)
+def test_a_key_that_is_not_a_plain_value_or_a_file_nested_too_deep_is_a_config_error(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    path = tmp_path / "gw.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(message.replace("/gw.yaml", str(path)))):
         load_config(path, env={})
 
 
