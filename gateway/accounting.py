@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -89,8 +90,25 @@ def max_output_tokens(ctx: RequestContext) -> int:
 
 
 def _count(value: Any) -> int:
-    """A positive integer, else 0 (a bool or another type is no count)."""
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+    """A positive count, else 0, read as a lenient provider reads it (servers that validate
+    with pydantic's lax mode take `2e7` and `"100"`): an integer, a number (rounded up: a
+    reservation may hold too much, never too little) or a numeric string. A bool, or
+    anything else, is no count."""
+    if type(value) is int:
+        return min(value, _MAX_COUNT) if value > 0 else 0
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return 0
+    if isinstance(value, float) and value > 0:
+        return min(math.ceil(value), _MAX_COUNT) if math.isfinite(value) else _MAX_COUNT
+    return 0
+
+
+# More tokens than any model answers with, and few enough that any amount priced from them
+# fits the store's 64-bit counters (a larger cap is refused by a budget all the same).
+_MAX_COUNT = 10**12
 
 
 def scopes_for(ctx: RequestContext, runtime: Runtime) -> tuple[Scope, ...]:
@@ -134,16 +152,34 @@ def bill(ctx: RequestContext, plan: Plan) -> tuple[int, str, int]:
     """(cost in micro-dollars, how it is known, tokens) — the rules, in order:
     a cache hit costs nothing; an unpriced model costs its reservation; a usage report is
     priced; a cut stream is estimated from what was delivered; an answer the provider may
-    have billed but never reported costs the reservation; a provider error costs nothing."""
+    have billed but never reported costs the reservation; a provider error costs nothing.
+    Beside the answer, every other try cut while the provider worked on it (a hedge that
+    lost, a per-try timeout before a retry) costs its reservation too."""
     usage = ctx.usage
     if ctx.from_cache:
         if usage is not None and not ctx.saved_micro:  # (billed twice: its header, its end)
             price = _price(ctx, plan)
             ctx.saved_micro = 0 if price is None else price.cost_micro(usage)
         return 0, "cache", 0
-    price = _price(ctx, plan)
     if not plan.billable or ctx.attempts == 0:
         return 0, "none", 0
+    cost, source, tokens = _charge(ctx, plan, usage)
+    cut = ctx.cut_tries
+    if cut and cost and ctx.ttfb_s is None:  # no answer: the charge is the try it ended on
+        cut -= 1
+    if not cut:
+        return cost, source, tokens
+    # Each other try cut while the provider worked on it, at its reservation (rule 5).
+    return (
+        cost + cut * plan.amount_micro,
+        source if cost else "reserved",
+        tokens + cut * plan.tokens,
+    )
+
+
+def _charge(ctx: RequestContext, plan: Plan, usage: Usage | None) -> tuple[int, str, int]:
+    """What the request's answer (or the lack of one) costs, rules 2 to 6."""
+    price = _price(ctx, plan)
     cut = ctx.outcome in ("stream_interrupted", "client_disconnected") and ctx.stream_events > 0
     if cut and not ctx.usage_final:
         # What was seen, as the usage of the request: its log line and statistics count the

@@ -88,8 +88,11 @@ async def attempt(
     except AttemptFailed as failed:
         circuit.record(permit, ok=not failed.provider_failed)
         _count(ctx, res, target, number, started, failed.reason, status=_status(failed))
+        if failed.reason == "timeout":  # cut by its per-try timeout, maybe while it worked
+            ctx.cut_tries += 1
         raise
     except BaseException:
+        ctx.cut_tries += 1  # cancelled or out of time, maybe while the provider worked
         if deadline.remaining_s() > 0:  # a hedge lost or the client left: no verdict
             circuit.release(permit)
             _count(ctx, res, target, number, started, "cancelled")

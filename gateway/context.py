@@ -64,6 +64,9 @@ class RequestContext:
     upstream_model: str | None = None
     upstream_body: bytes = b""
     attempts: int = 0
+    # Tries cut while the provider may have been working on them (a per-try timeout, a hedge
+    # that lost, the deadline, the client gone): each may be billed, with no usage seen.
+    cut_tries: int = 0
     status: int | None = None
     outcome: str = "ok"
     error_code: str | None = None

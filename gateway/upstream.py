@@ -121,13 +121,19 @@ def _hedged_try(
             lambda: attempt(ctx, res, backup, deadline),
             after,
             on_hedge,
-            close_answer,
+            lambda late: _drop_late_answer(ctx, late),
         )
         if started:
             res.stats.hedges[(route.name, "won" if index else "lost")] += 1
         return answer
 
     return run
+
+
+def _drop_late_answer(ctx: RequestContext, answer: Answer) -> None:
+    """A hedge that answered too, second: billed by the provider, its usage unread here."""
+    ctx.cut_tries += 1
+    close_answer(answer)
 
 
 async def _json_repaired(

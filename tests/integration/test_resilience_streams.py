@@ -17,6 +17,7 @@ from gateway.config import GatewayConfig
 from gateway.context import RequestContext
 from gateway.mock import MockState, ScriptStep
 from gateway.pipeline import Next, Stage
+from gateway.pricing import usd
 from gateway.resilience import RESILIENCE
 from tests.conftest import KEY_A, sha
 
@@ -136,6 +137,36 @@ async def test_hedge_answers_when_the_primary_is_slow_and_the_loser_is_cancelled
     snapshot = gateway.app[RESILIENCE].snapshot()
     assert snapshot.hedges == {("chat", "started"): 1, ("chat", "won"): 1}
     assert snapshot.attempts == {("openai", "ok"): 1, ("openai", "cancelled"): 1}
+
+
+@pytest.mark.parametrize(
+    ("options", "steps"),
+    [
+        ({"hedge_after_s": 0.1}, [ScriptStep(latency_s=2.0), ScriptStep()]),  # a hedge lost
+        (  # a try cut by its per-try timeout, then retried
+            {"retry": {**FAST_RETRY, "per_try_timeout_s": 0.2}},
+            [ScriptStep(latency_s=2.0), ScriptStep()],
+        ),
+    ],
+)
+async def test_a_try_cut_while_the_provider_worked_is_billed_at_its_reservation(
+    build: Build, mock: MockState, options: dict[str, Any], steps: list[ScriptStep]
+) -> None:
+    """The provider may bill a try the gateway gave up on, and its usage is never seen: it
+    costs its reservation, beside the answer's usage."""
+    seen: list[RequestContext] = []
+    gateway = await build(seen, **options)
+    mock.push(steps)
+    resp = await gateway.post("/v1/chat/completions", json={**CHAT, "max_tokens": 50}, headers=AUTH)
+    assert (resp.status, resp.headers["x-gateway-attempts"]) == (200, "2")
+    ctx = seen[0]
+    price = ctx.runtime.prices.get(PRIMARY)
+    assert price is not None
+    assert ctx.usage is not None
+    answer = price.cost_micro(ctx.usage)
+    held = price.worst_case_micro(len(ctx.upstream_body) // 4 + 1, 50)
+    assert resp.headers["x-gateway-cost-usd"] == usd(answer + held)
+    assert (ctx.cost_micro, ctx.cost_source) == (answer + held, "usage")
 
 
 async def test_fast_primary_starts_no_hedge(build: Build, mock: MockState) -> None:

@@ -98,6 +98,41 @@ def test_bill_without_usage_after_a_timeout_is_the_reservation() -> None:
     assert bill(ctx, _plan()) == (5000, "reserved", 510)
 
 
+@pytest.mark.parametrize(
+    ("answered", "usage", "status", "outcome", "cut", "expected"),
+    [
+        # A hedge that lost, beside an answer with usage: the answer, plus its reservation.
+        (True, Usage(input_tokens=100, output_tokens=20), 200, "ok", 1, (5300, "usage", 630)),
+        # Two tries cut by their per-try timeout, then an answer.
+        (True, Usage(input_tokens=100, output_tokens=20), 200, "ok", 2, (10300, "usage", 1140)),
+        # Cut tries, then the provider's error: the error costs nothing, the cut tries do.
+        (False, None, 500, "provider_error", 1, (5000, "reserved", 510)),
+        # The client left while a try was out: that try is the request's own charge.
+        (False, None, 499, "client_disconnected", 1, (5000, "reserved", 510)),
+        # ... while a hedged pair was out: both.
+        (False, None, 499, "client_disconnected", 2, (10000, "reserved", 1020)),
+        # Every try cut by its timeout, then the deadline: each try once.
+        (False, None, 504, "failed", 3, (15000, "reserved", 1530)),
+        # A malformed answer (its own reservation) after a try cut by its timeout.
+        (True, None, 200, "malformed_answer", 1, (10000, "reserved", 1020)),
+        (True, Usage(input_tokens=100, output_tokens=20), 200, "ok", 0, (300, "usage", 120)),
+    ],
+)
+def test_every_try_cut_while_the_provider_worked_is_billed_at_its_reservation(
+    answered: bool,
+    usage: Usage | None,
+    status: int,
+    outcome: str,
+    cut: int,
+    expected: tuple[int, str, int],
+) -> None:
+    ctx = _ctx({"model": "x", "messages": []})
+    ctx.attempts, ctx.cut_tries, ctx.usage = cut + 1, cut, usage
+    ctx.status, ctx.outcome = status, outcome
+    ctx.ttfb_s = 0.1 if answered else None
+    assert bill(ctx, _plan()) == expected
+
+
 def test_bill_of_a_provider_error_is_zero() -> None:
     ctx = _ctx({"model": "x", "messages": []})
     ctx.attempts, ctx.status, ctx.outcome = 1, 503, "provider_error"
@@ -117,7 +152,9 @@ def test_bill_of_an_unpriced_model_is_its_reservation_even_with_usage() -> None:
         ({"n": 1}, 1),
         ({"n": 0}, 1),  # not a count: the provider refuses it, one answer is the floor
         ({"n": True}, 1),
-        ({"n": "4"}, 1),
+        ({"n": "4"}, 4),  # as a lenient server reads it: held, lest it spend unreserved
+        ({"n": 2.5}, 3),  # rounded up
+        ({"n": "x"}, 1),
         ({"best_of": 5, "n": 2}, 5),  # legacy completions: best_of generated, billed
     ],
 )
@@ -128,6 +165,28 @@ def test_reservation_holds_the_cap_for_every_answer_asked_for(
     assert plan.tokens == plan.input_estimate + 100 * answers
     out = 100 * answers * 10_000_000
     assert plan.amount_micro == -(-(plan.input_estimate * 2_500_000 + out) // 10**6)
+
+
+@pytest.mark.parametrize(
+    ("value", "held"),
+    [
+        (20_000_000, 20_000_000),
+        (2e7, 20_000_000),  # a float, as some servers take it
+        ("20000000", 20_000_000),
+        (" 300 ", 300),
+        (1e23, 10**12),  # beyond 64 bits (read as a float): held at the cap
+        (99.5, 100),
+        ("lots", 4096),  # no count: the route's default
+        (True, 4096),
+        (-5, 4096),
+        (None, 4096),
+    ],
+)
+def test_max_tokens_is_held_however_a_lenient_server_would_read_it(value: Any, held: int) -> None:
+    """A server that takes `2e7` or `"20000000"` as its cap would spend it: the reservation
+    holds it, so the budget check sees it."""
+    plan = plan_for(_ctx({"model": "gpt-4o", "max_tokens": value, "messages": []}))
+    assert plan.tokens == plan.input_estimate + held
 
 
 def test_the_routes_default_cap_is_held_for_every_answer_too() -> None:
