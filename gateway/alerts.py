@@ -7,7 +7,9 @@ from collections.abc import Sequence
 
 import aiohttp
 import structlog
+from aiohttp import web
 
+from gateway.config import KeyConfig
 from gateway.context import RequestContext
 from gateway.metrics import METRICS
 from gateway.pricing import usd
@@ -24,7 +26,16 @@ def announce_crossings(
     ctx: RequestContext, scopes: Sequence[Scope], crossings: Sequence[Crossing]
 ) -> None:
     """The settle script reports each crossing to exactly one request, across replicas."""
-    key = ctx.authenticated_key()
+    announce(ctx.app, ctx.authenticated_key(), scopes, crossings)
+
+
+def announce(
+    app: web.Application,
+    key: KeyConfig | None,
+    scopes: Sequence[Scope],
+    crossings: Sequence[Crossing],
+) -> None:
+    """Each crossing logged and counted, and told to `key`'s webhook for its own budgets."""
     labels = {s.name: s.label for s in scopes}
     for c in crossings:
         notice: dict[str, object] = {
@@ -36,9 +47,9 @@ def announce_crossings(
             "limit_usd": usd(c.limit_micro),
         }
         _log.warning("budget_threshold", **notice)
-        ctx.app[METRICS].budget_alert(c.scope, c.percent)
-        if key.webhook_url and c.scope.startswith(("k:", "kr:")):
-            session = ctx.app[HTTP_SESSION]
+        app[METRICS].budget_alert(c.scope, c.percent)
+        if key is not None and key.webhook_url and c.scope.startswith(("k:", "kr:")):
+            session = app[HTTP_SESSION]
             body = {"event": "budget_threshold", **notice}
             task = asyncio.create_task(_post(session, key.webhook_url, body))
             _pending.add(task)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Sequence
 
 import aiohttp
@@ -11,6 +12,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from gateway.admin import add_admin_routes
+from gateway.alerts import announce
 from gateway.cache.state import cache_state
 from gateway.config import GatewayConfig
 from gateway.drain import CUT_GRACE_S, DRAIN, Drain
@@ -26,12 +28,18 @@ from gateway.sites import SITES, Sites
 from gateway.stages.auth import authenticate
 from gateway.stages.body import read_body
 from gateway.stages.cache import cache_responses
-from gateway.stages.limits import OUTAGE_SPEND, UNPRICED_SEEN, enforce_limits
+from gateway.stages.limits import UNPRICED_SEEN, enforce_limits
 from gateway.stages.routing import choose_route
 from gateway.stages.usage import ensure_stream_usage
 from gateway.stats_export import SnapshotExporter
 from gateway.store import open_store
-from gateway.store.accounting import ACCOUNTING, Accounting, StoreUnavailable
+from gateway.store.accounting import (
+    ACCOUNTING,
+    Accounting,
+    Crossing,
+    Scope,
+    StoreUnavailable,
+)
 from gateway.store.coalesce import BACKGROUND
 from gateway.store_guard import STORE_BREAKER, StoreBreaker, guard_store
 from gateway.upstream import HTTP_SESSION, call_upstream
@@ -62,7 +70,6 @@ def create_app(
     app[METRICS] = Metrics(registry or CollectorRegistry(), app[RUNTIME])
     app[EXPORTER] = SnapshotExporter(app[METRICS])
     app[RESILIENCE] = Resilience()  # circuits, retry budgets and counters of this process
-    app[OUTAGE_SPEND] = {}
     app[UNPRICED_SEEN] = set()
     app[DRAIN] = Drain()  # requests in flight, for a graceful shutdown
     admin = config.admin
@@ -110,14 +117,25 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
     embedded = storage.url.startswith("memory://")
     store = guard_store(open_store(storage.url), breaker, limit_retries=not embedded)
     app[STORE] = store
-    app[ACCOUNTING] = Accounting(store)
-    sweeper = asyncio.create_task(_sweep_forever(app[ACCOUNTING]))
+    accounting = app[ACCOUNTING] = Accounting(store)
+    accounting.on_late_crossings = functools.partial(_announce_late, app)
+    sweeper = asyncio.create_task(_sweep_forever(accounting))
     yield
     sweeper.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await sweeper
-    await app[ACCOUNTING].flush_stats()  # the statistics summed since the last flush
+    # The statistics summed since the last flush, and the spend served unchecked.
+    await accounting.flush_stats()
+    accounting.report_unsent()
     await store.aclose()
+
+
+def _announce_late(
+    app: web.Application, key: str, scopes: Sequence[Scope], crossings: list[Crossing]
+) -> None:
+    """Thresholds crossed by spend charged after a store outage, by the key's current config."""
+    config = next((k for k in app[RUNTIME].config.keys if k.name == key), None)
+    announce(app, config, scopes, crossings)
 
 
 SWEEP_INTERVAL_S = 5.0

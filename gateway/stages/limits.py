@@ -33,8 +33,6 @@ _log = structlog.get_logger("gateway.accounting")
 
 # The store's (day, month) period ids of a reservation.
 Period = tuple[str, str]
-# Per process: what each key spent unchecked while the store was out (allowance policy).
-OUTAGE_SPEND = web.AppKey("outage_spend", dict[str, int])
 # Per process: unpriced models already warned about (one warning each).
 UNPRICED_SEEN = web.AppKey("unpriced_seen", set[str])
 
@@ -83,7 +81,7 @@ class _Reservation:
     """The request's gate (see gateway.stages.gates): rate limits and the budget reservation,
     asked of the store when a later stage first needs the verdict."""
 
-    __slots__ = ("_holds", "_inline", "_plan", "carried", "verdict")
+    __slots__ = ("_holds", "_inline", "_plan", "carried", "unchecked", "verdict")
 
     def __init__(self, plan: Plan, inline: bool) -> None:
         self._plan = plan  # not the context, which refers to this gate
@@ -93,6 +91,8 @@ class _Reservation:
         self._holds = False  # the worst case is held, or asked to be
         self._inline = inline  # the first ask may run in the request's own task (see `ask`)
         self.carried: Carried | None = None  # a write to send in the settle's command
+        # What it was let through for unchecked, the store being out (see _on_store_error).
+        self.unchecked: int | None = None
 
     def carry(self, write: Carried) -> bool:
         """Take `write` along in the settle, when the store holds something for the request
@@ -192,7 +192,7 @@ class _Reservation:
             )
         except StoreUnavailable as exc:
             _answer(probe, exc)
-            _on_store_error(ctx, plan, exc, hold)
+            self.unchecked = _on_store_error(ctx, plan, exc, hold)
             return None
         if not isinstance(result, Reserved):
             _answer(probe, None)
@@ -287,20 +287,23 @@ def _reset_time(period: str, day: str, month: str) -> str:
     return nxt.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _on_store_error(ctx: RequestContext, plan: Plan, exc: StoreUnavailable, hold: bool) -> None:
-    """Budgets fail closed (or within a per-process allowance); rate limits fail open."""
+def _on_store_error(
+    ctx: RequestContext, plan: Plan, exc: StoreUnavailable, hold: bool
+) -> int | None:
+    """Budgets fail closed, or within a per-process allowance per outage (what the request
+    is let through for, its worst case, is returned: its cost is charged to its budgets once
+    the store is back); rate limits fail open (None: nothing to charge later)."""
     _log.warning("store_unavailable", stage="limits", request_id=ctx.request_id, error=str(exc))
     ctx.app[METRICS].redis_error("budget")
     if not plan.scopes:
-        return
+        return None
     key = ctx.authenticated_key()
     config = ctx.runtime.config.accounting
     if config.budget_on_store_error == "allowance":
-        allowance = ctx.app[OUTAGE_SPEND]
-        spent = allowance.get(key.name, 0) + (plan.amount_micro if hold else 0)
-        if spent <= round(key.outage_allowance_usd * 1_000_000):
-            allowance[key.name] = spent
-            return
+        amount = plan.amount_micro if hold else 0
+        allowance = round(key.outage_allowance_usd * 1_000_000)
+        if ctx.app[ACCOUNTING].admit_unchecked(key.name, amount, allowance):
+            return amount
     raise Unavailable(
         "The budget store is unreachable, so spending cannot be checked; try again shortly.",
         code="budget_store_unavailable",
@@ -326,36 +329,50 @@ def _settle_after(
     if reservation.cancelled():
         return None
     if not reservation.done():
-        return _settle_when_in(ctx, plan, reservation)
+        return _settle_when_in(ctx, plan, gate, reservation)
     if isinstance(reservation.exception(), GatewayError):
         return None
     carried, gate.carried = gate.carried, None  # it refers to the context: no cycle left
-    return _settle(ctx, plan, reservation.result(), carried)
+    return _settle(ctx, plan, reservation.result(), carried, gate.unchecked)
 
 
 async def _settle_when_in(
-    ctx: RequestContext, plan: Plan, reservation: asyncio.Future[Period | None]
+    ctx: RequestContext,
+    plan: Plan,
+    gate: _Reservation,
+    reservation: asyncio.Future[Period | None],
 ) -> None:
     try:
         period = await reservation
     except GatewayError:
         return
-    rest = _settle(ctx, plan, period)
+    rest = _settle(ctx, plan, period, unchecked=gate.unchecked)
     if rest is not None:
         await rest
 
 
 def _settle(
-    ctx: RequestContext, plan: Plan, period: Period | None, carried: Carried | None = None
+    ctx: RequestContext,
+    plan: Plan,
+    period: Period | None,
+    carried: Carried | None = None,
+    unchecked: int | None = None,
 ) -> Awaitable[None] | None:
     """Charge the actual cost (even above the reservation) and release the rest: the cost
     and the statistics at once, then (when something is held) the store's settle to await,
-    with the write `carried` along (which only a request holding something has). Finish
-    hooks run to their end even when the client goes away (in a task of their own)."""
+    with the write `carried` along (which only a request holding something has). A request
+    let through `unchecked` while the store was out owes its cost, charged once the store is
+    back. Finish hooks run to their end even when the client goes away (in a task of their
+    own)."""
     try:
         cost, source, tokens = bill(ctx, plan)
         ctx.cost_micro, ctx.cost_source = cost, source
-        ctx.app[ACCOUNTING].count((period or local_periods())[1], stat_fields(ctx, cost, tokens))
+        accounting = ctx.app[ACCOUNTING]
+        periods = period or local_periods()
+        accounting.count(periods[1], stat_fields(ctx, cost, tokens))
+        if unchecked is not None and period is None:
+            key = ctx.authenticated_key().name
+            accounting.owe(key, plan.scopes, periods, (cost, tokens), unchecked)
     except BaseException as exc:
         if carried is not None:  # not sent: its writer learns so
             carried.done(exc)

@@ -7,15 +7,17 @@ subject to (key, route, key-on-route) atomically, on a Redis Cluster too.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
 
+import structlog
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from gateway.pricing import usd
 from gateway.records import record
 from gateway.store import Store
 from gateway.store.coalesce import BACKGROUND, coalesced
@@ -25,6 +27,11 @@ PREFIX = "llmgw:{acct}:"
 STATS_FLUSH_S = 1.0  # statistics reach the store at most this late
 _KEYS = (PREFIX,)  # every script gets the prefix as its one key (the slot of them all)
 _LUA = "gateway.store"
+# The settle of spend served while the store was out: no request's id (those are hex), so
+# it releases no reservation.
+_OWED_ID = "outage"
+
+_log = structlog.get_logger("gateway.accounting")
 
 
 class StoreUnavailable(Exception):
@@ -165,6 +172,14 @@ class Accounting:
         self._counts: dict[tuple[str, tuple[str, ...], str], int] = {}
         self._flush_timer: asyncio.TimerHandle | None = None
         self._flushing: set[asyncio.Task[None]] = set()
+        # Per key, what it may have spent unchecked while the store was out (the outage
+        # allowance in use): a request's worst case while it runs, its cost once settled,
+        # until that cost is charged to its budgets.
+        self.unchecked: dict[str, int] = {}
+        # Spend served unchecked, not yet charged: (key, scopes, day, month) -> [micro, tokens].
+        self._owed: dict[tuple[str, tuple[Scope, ...], str, str], list[int]] = {}
+        # Told of the budget thresholds a late charge crossed: (key name, scopes, crossings).
+        self.on_late_crossings: Callable[[str, Sequence[Scope], list[Crossing]], None] | None = None
 
     @property
     def answers_orphans(self) -> bool:
@@ -246,6 +261,57 @@ class Accounting:
             for i in range(0, len(out), 5)
         ]
 
+    def admit_unchecked(self, key: str, amount_micro: int, allowance_micro: int) -> bool:
+        """Whether `key` may spend `amount_micro` more unchecked, the store being out: within
+        its allowance, counting what it spent unchecked that the store has not taken yet."""
+        spent = self.unchecked.get(key, 0) + amount_micro
+        if spent > allowance_micro:
+            return False
+        self.unchecked[key] = spent
+        return True
+
+    def owe(
+        self,
+        key: str,
+        scopes: tuple[Scope, ...],
+        period: tuple[str, str],
+        actual: tuple[int, int],
+        admitted_micro: int,
+    ) -> None:
+        """A request served unchecked has settled at `actual` (micro-dollars, tokens), having
+        been let through for `admitted_micro`: its cost is charged to its budgets with the
+        statistics, once the store takes it, and until then holds that much allowance."""
+        self.unchecked[key] = self.unchecked.get(key, 0) + actual[0] - admitted_micro
+        if actual[0] or actual[1]:
+            owed = self._owed.setdefault((key, scopes, *period), [0, 0])
+            owed[0] += actual[0]
+            owed[1] += actual[1]
+        self._arm_flush()
+
+    async def _charge_owed(self) -> None:
+        """Charge what was spent unchecked (a settle with nothing held); on a failure, the
+        rest stays owed for the next flush."""
+        while self._owed:
+            (key, scopes, day, month), (micro, tokens) = next(iter(self._owed.items()))
+            crossings = await self.settle(
+                _OWED_ID, (micro, tokens), (0, 0), (day, month), 0, key, scopes
+            )
+            del self._owed[(key, scopes, day, month)]
+            left = self.unchecked.get(key, 0) - micro
+            if left > 0:
+                self.unchecked[key] = left
+            else:
+                self.unchecked.pop(key, None)
+            _log.info("outage_spend_charged", key=key, cost_usd=usd(micro), tokens=tokens)
+            if crossings and self.on_late_crossings is not None:
+                self.on_late_crossings(key, scopes, crossings)
+
+    def report_unsent(self) -> None:
+        """At shutdown: every spend the store never took, logged with its cost."""
+        for (key, _, day, _), (micro, tokens) in self._owed.items():
+            _log.error("spend_not_stored", key=key, day=day, cost_usd=usd(micro), tokens=tokens)
+        self._owed.clear()
+
     async def sweep(self) -> int:
         """Charge reservations whose process never settled them; returns how many."""
         return int(await self._run(self._sweep, []))
@@ -268,7 +334,7 @@ class Accounting:
         self._arm_flush()
 
     def _arm_flush(self) -> None:
-        if self._flush_timer is None and self._counts:
+        if self._flush_timer is None and (self._counts or self._owed):
             loop = asyncio.get_running_loop()
             self._flush_timer = loop.call_later(STATS_FLUSH_S, self._flush_later)
 
@@ -283,10 +349,15 @@ class Accounting:
         await self.flush_stats()
 
     async def flush_stats(self) -> None:
-        """Send the statistics summed so far; kept for the next try if the store is out."""
+        """Send the statistics summed so far, and charge the spend served unchecked; each
+        kept for the next try if the store is out."""
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_timer = None
+        try:
+            await self._charge_owed()
+        except StoreUnavailable:
+            self._arm_flush()
         counts, self._counts = self._counts, {}
         by_month: dict[str, dict[str, int]] = {}
         for (month, prefixes, name), value in counts.items():

@@ -7,7 +7,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+import structlog
 from aiohttp.test_utils import TestClient
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway.accounting import local_periods
 from gateway.drain import DRAIN
@@ -252,17 +254,72 @@ async def test_store_down_refuses_keys_with_a_budget_but_not_others(
     assert unbudgeted.status == 200
 
 
-async def test_store_down_within_outage_allowance_is_served(
+class _Outage:
+    """Every store command fails while `down`, as against a store that is out."""
+
+    def __init__(self, gateway: Client) -> None:
+        store = gateway.app[STORE]
+        self.down, self._send = False, store.execute_command
+        store.execute_command = self._command  # type: ignore[method-assign]
+
+    async def _command(self, *args: Any, **options: Any) -> Any:
+        if self.down:
+            raise RedisConnectionError("the store is out")
+        return await self._send(*args, **options)
+
+
+async def test_spend_within_the_outage_allowance_is_charged_once_the_store_is_back(
     budgeted: Callable[..., Awaitable[Client]],
 ) -> None:
+    """The allowance counts what a request cost once it is settled (not its worst case), the
+    spend reaches the budget when the store is back, and the next outage has the whole
+    allowance again."""
     gateway = await budgeted(
-        storage={"url": "redis://127.0.0.1:1/0"},
         accounting={"budget_on_store_error": "allowance"},
-        keys=_keys(a={"budget": {"usd_per_month": 10}, "outage_allowance_usd": 0.15}),
+        keys=_keys(a={"budget": {"usd_per_month": 0.1}, "outage_allowance_usd": 0.15}),
     )
-    first = await gateway.post("/v1/chat/completions", json=CHAT, headers=A)
-    second = await gateway.post("/v1/chat/completions", json=CHAT, headers=A)
-    assert (first.status, second.status) == (200, 503)  # $0.10 each, $0.15 allowed
+    outage, accounting = _Outage(gateway), gateway.app[ACCOUNTING]
+    headers = {**A, "x-mock-reply": REPLY_40_CHARS}  # $0.04 each, $0.10 held at worst
+
+    async def statuses(n: int) -> list[int]:
+        return [
+            (await gateway.post("/v1/chat/completions", json=CHAT, headers=headers)).status
+            for _ in range(n)
+        ]
+
+    outage.down = True
+    assert await statuses(3) == [200, 200, 503]  # $0.04 + $0.04 + $0.10 is over $0.15
+    outage.down = False
+    with structlog.testing.capture_logs() as logs:
+        await accounting.flush_stats()
+    assert await accounting.read([_month("spent")]) == [80_000]
+    charged = [line for line in logs if line["event"] == "outage_spend_charged"]
+    assert [(c["key"], c["cost_usd"]) for c in charged] == [("team-a", "0.080000")]
+    crossed = [(c["scope"], c["percent"]) for c in logs if c["event"] == "budget_threshold"]
+    assert crossed == [("k:team-a", 50), ("k:team-a", 80)]  # $0.08 of $0.10, told once
+    outage.down = True
+    assert await statuses(3) == [200, 200, 503]  # the allowance is whole again
+
+
+async def test_spend_served_unchecked_that_the_store_never_takes_is_logged_with_its_cost(
+    budgeted: Callable[..., Awaitable[Client]],
+) -> None:
+    """At shutdown, with the store still out: the spend is not lost, but in the log."""
+    gateway = await budgeted(
+        accounting={"budget_on_store_error": "allowance"},
+        keys=_keys(a={"budget": {"usd_per_month": 10}, "outage_allowance_usd": 1}),
+    )
+    outage, accounting = _Outage(gateway), gateway.app[ACCOUNTING]
+    outage.down = True
+    headers = {**A, "x-mock-reply": REPLY_40_CHARS}
+    for _ in range(2):
+        resp = await gateway.post("/v1/chat/completions", json=CHAT, headers=headers)
+        assert resp.status == 200
+    await accounting.flush_stats()  # the store is still out: kept
+    with structlog.testing.capture_logs() as logs:
+        accounting.report_unsent()
+    lost = [(line["key"], line["cost_usd"]) for line in logs if line["event"] == "spend_not_stored"]
+    assert lost == [("team-a", "0.080000")]
 
 
 async def test_cut_stream_is_billed_from_what_was_delivered(

@@ -212,7 +212,8 @@ async def test_with_the_store_down_the_cache_acts_empty_and_the_budget_policy_de
     gateway = await limited_cached_gateway(
         make_gateway,
         f"redis://127.0.0.1:{free_port()}/0",
-        key={"outage_allowance_usd": 0.15},  # one request's worst case ($0.10), not two
+        # One request's worst case ($0.10); not a second's beside the first's cost ($0.04).
+        key={"outage_allowance_usd": 0.12},
         accounting={"budget_on_store_error": "allowance"},
     )
     first, _ = await post(gateway, CHAT, {**A, **REPLY})
