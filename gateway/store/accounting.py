@@ -290,13 +290,21 @@ class Accounting:
 
     async def _charge_owed(self) -> None:
         """Charge what was spent unchecked (a settle with nothing held); on a failure, the
-        rest stays owed for the next flush."""
+        rest stays owed for the next flush. Each sum is taken out while its charge is on its
+        way: what requests owe meanwhile is a new sum, not lost with this one."""
         while self._owed:
-            (key, scopes, day, month), (micro, tokens) = next(iter(self._owed.items()))
-            crossings = await self.settle(
-                _OWED_ID, (micro, tokens), (0, 0), (day, month), 0, key, scopes
-            )
-            del self._owed[(key, scopes, day, month)]
+            entry = next(iter(self._owed))
+            micro, tokens = self._owed.pop(entry)
+            key, scopes, day, month = entry
+            try:
+                crossings = await self.settle(
+                    _OWED_ID, (micro, tokens), (0, 0), (day, month), 0, key, scopes
+                )
+            except BaseException:
+                owed = self._owed.setdefault(entry, [0, 0])
+                owed[0] += micro
+                owed[1] += tokens
+                raise
             left = self.unchecked.get(key, 0) - micro
             if left > 0:
                 self.unchecked[key] = left

@@ -3,6 +3,7 @@ kept through a store outage, and sent at shutdown."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -13,7 +14,14 @@ from redis.asyncio import Redis
 from gateway.accounting import local_periods
 from gateway.drain import DRAIN
 from gateway.store import open_store
-from gateway.store.accounting import ACCOUNTING, PREFIX, Accounting, StatFields, StoreUnavailable
+from gateway.store.accounting import (
+    ACCOUNTING,
+    PREFIX,
+    Accounting,
+    Scope,
+    StatFields,
+    StoreUnavailable,
+)
 from gateway.store.scripts import Script
 from gateway.store.wire import Wire
 from tests.conftest import KEY_A
@@ -90,3 +98,40 @@ async def test_statistics_summed_before_shutdown_reach_the_store(
     finally:
         await reader.aclose()
     assert raw == b"3"
+
+
+async def test_spend_owed_while_an_earlier_sum_is_being_charged_is_charged_too(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request served unchecked settles while the sum owed before it is on its way to the
+    store: its cost is a new sum, charged by the next flush, not dropped with the first."""
+    store = open_store(redis_url)
+    accounting = Accounting(store)
+    scopes = (Scope("k:a", "key 'a'", None, 10**9, None),)
+    period = ("20261129", "202611")
+    settle = accounting.settle
+    on_its_way = asyncio.Event()
+    go_on = asyncio.Event()
+
+    async def slow_settle(*args: Any, **kwargs: Any) -> Any:
+        on_its_way.set()
+        await go_on.wait()
+        return await settle(*args, **kwargs)
+
+    try:
+        assert accounting.admit_unchecked("a", 500, 10_000)
+        accounting.owe("a", scopes, period, (300, 7), 500)
+        monkeypatch.setattr(accounting, "settle", slow_settle)
+        flushing = asyncio.ensure_future(accounting.flush_stats())
+        await on_its_way.wait()
+        assert accounting.admit_unchecked("a", 500, 10_000)
+        accounting.owe("a", scopes, period, (200, 3), 500)  # while the first sum is out
+        go_on.set()
+        await flushing
+        await accounting.flush_stats()
+        spent = await accounting.read(["spent:k:a:m202611", "tokens:k:a:m202611"])
+    finally:
+        await store.flushdb()
+        await store.aclose()
+    assert spent == [500, 10]
+    assert accounting.unchecked == {}  # all charged: the allowance is whole again
