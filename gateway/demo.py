@@ -14,12 +14,15 @@ from gateway.config import GatewayConfig, LoggingConfig, parse_config
 from gateway.logs import configure_logging
 from gateway.mock import create_mock_app
 from gateway.serve import new_event_loop, new_key, runner_for
+from gateway.sites import start_sites
 
 
 def demo_config(
-    mock_url: str, key_sha256: str, provider_key: str, admin_sha256: str
+    listen: tuple[str, int], mock_url: str, key_sha256: str, provider_key: str, admin_sha256: str
 ) -> GatewayConfig:
+    host, port = listen
     data: dict[str, Any] = {
+        "server": {"host": host, "port": port},
         "storage": {"url": "memory://"},
         "logging": {"format": "console"},
         "providers": {
@@ -87,12 +90,15 @@ async def run_demo(host: str, port: int, mock_port: int) -> None:
         await web.TCPSite(mock, host, mock_port).start()
         key, key_sha256 = new_key()
         admin_token, admin_sha256 = new_key()
-        config = demo_config(f"http://{host}:{mock_port}", key_sha256, provider_key, admin_sha256)
+        mock_url = f"http://{host}:{mock_port}"
+        config = demo_config((host, port), mock_url, key_sha256, provider_key, admin_sha256)
         configure_logging(LoggingConfig(format="console"))
-        gateway = runner_for(create_app(config))
+        # Served as `gateway serve` serves: the same runner (parser limits, header deadline,
+        # JSON refusals) and sites.
+        gateway = runner_for(create_app(config), config.server)
         await gateway.setup()
         try:
-            await web.TCPSite(gateway, host, port).start()
+            await start_sites(gateway, config)
             print(banner(f"http://{host}:{port}", key, admin_token), flush=True)
             await _interrupted()
         finally:

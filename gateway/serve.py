@@ -20,12 +20,7 @@ from gateway.drain import DRAIN, drain
 from gateway.logs import configure_logging
 from gateway.metrics import METRICS
 from gateway.reload import CONFIG_SOURCE, ConfigSource, reload_config
-from gateway.server_limits import (
-    GatewayRunner,
-    HeaderDeadline,
-    quiet_malformed_requests,
-    server_options,
-)
+from gateway.server_limits import GatewayRunner, quiet_malformed_requests
 from gateway.sites import check_listen, start_sites
 
 KEY_PREFIX = "gk-"
@@ -46,8 +41,12 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 
 def runner_for(app: web.Application, server: ServerConfig | None = None) -> web.AppRunner:
+    """A runner with the server's protections (see `GatewayRunner`), for the gateway's app
+    (which counts the slow connections closed) or another one served beside it (the mock)."""
     quiet_malformed_requests()
-    return GatewayRunner(app, **server_options(server or ServerConfig()))
+    metrics = app.get(METRICS)
+    counted = metrics.slow_connections_closed.inc if metrics is not None else None
+    return GatewayRunner(app, server or ServerConfig(), counted)
 
 
 def serve(source: ConfigSource, config: GatewayConfig) -> int:
@@ -82,10 +81,6 @@ async def _run(source: ConfigSource, config: GatewayConfig) -> int:
     tune_gc()
     background: set[asyncio.Task[Any]] = set()
     stop = _on_signals(app, background)
-    if runner.server is not None:
-        deadline = HeaderDeadline(config.server.header_timeout_s)
-        closed = app[METRICS].slow_connections_closed.inc
-        _spawn(background, deadline.run(runner.server, closed))
     if source.supervised:
         _spawn(background, _stop_when_orphaned(stop))
     _log.info(

@@ -66,13 +66,13 @@ class HeaderDeadline:
         self._opened = seen  # forget connections that are gone or have sent a request
         return closed
 
-    async def run(self, server: web.Server, on_close: Callable[[int], None]) -> None:
+    async def run(self, server: web.Server, on_close: Callable[[int], None] | None) -> None:
         """Sweep for as long as the server runs, a few times per deadline."""
         tick = min(1.0, self.timeout_s / 4)
         while True:
             await asyncio.sleep(tick)
             closed = self.sweep(server.connections)
-            if closed:
+            if closed and on_close is not None:
                 on_close(closed)
 
 
@@ -98,8 +98,33 @@ def quiet_malformed_requests() -> None:
 
 
 class GatewayRunner(web.AppRunner):
-    """An AppRunner whose connections answer in the gateway's own way even where no handler
-    runs (see `_Connection`)."""
+    """An AppRunner with the server's protections, whatever serves through it (`gateway
+    serve`, `gateway demo`): the parser limits and keep-alive time of `server_options`,
+    connections that answer in the gateway's own way even where no handler runs (see
+    `_Connection`), and the header deadline, swept from setup to cleanup. `on_slow_close` is
+    told how many connections each sweep closed."""
+
+    def __init__(
+        self,
+        app: web.Application,
+        server: ServerConfig,
+        on_slow_close: Callable[[int], None] | None = None,
+    ) -> None:
+        super().__init__(app, **server_options(server))
+        self._deadline = HeaderDeadline(server.header_timeout_s)
+        self._on_slow_close = on_slow_close
+        self._sweeps: asyncio.Task[None] | None = None
+
+    async def setup(self) -> None:
+        await super().setup()
+        assert self.server is not None
+        sweeps = self._deadline.run(self.server, self._on_slow_close)
+        self._sweeps = asyncio.get_running_loop().create_task(sweeps)
+
+    async def cleanup(self) -> None:
+        if self._sweeps is not None:
+            self._sweeps.cancel()
+        await super().cleanup()
 
     async def _make_server(self) -> web.Server:
         # aiohttp has no setting for the class of its connections: the server it built (with

@@ -1,4 +1,5 @@
-"""`gateway demo` (the README's first command) starts, prints a key that works, and stops."""
+"""`gateway demo` (the README's first command) starts, prints a key that works, and stops; it
+serves with the server protections of `gateway serve`."""
 
 from __future__ import annotations
 
@@ -8,17 +9,33 @@ import signal
 import socket
 import subprocess
 import sys
-from contextlib import suppress
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
 
 import aiohttp
 import pytest
 from anthropic import AsyncAnthropic
 from openai import AsyncOpenAI
+from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.config import ServerConfig
 from tests.processes import free_port
 
 
-async def test_demo_serves_the_printed_key_and_stops_on_ctrl_c() -> None:
+@dataclass(frozen=True)
+class Demo:
+    proc: asyncio.subprocess.Process
+    url: str
+    port: int
+    banner: str
+
+
+@asynccontextmanager
+async def running_demo() -> AsyncIterator[Demo]:
+    """`gateway demo` on spare ports, once it has printed its banner; killed at the end if the
+    test has not stopped it."""
     port, mock_port = free_port(), free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -39,9 +56,20 @@ async def test_demo_serves_the_printed_key_and_stops_on_ctrl_c() -> None:
             line = await asyncio.wait_for(proc.stdout.readline(), timeout=60)
             assert line, f"demo exited early: {banner}"
             banner += line.decode()
-        key = re.search(r"export GATEWAY_API_KEY=(\S+)", banner)
+        yield Demo(proc, f"http://127.0.0.1:{port}", port, banner)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        with suppress(Exception):
+            await proc.communicate()
+
+
+async def test_demo_serves_the_printed_key_and_stops_on_ctrl_c() -> None:
+    async with running_demo() as demo:
+        key = re.search(r"export GATEWAY_API_KEY=(\S+)", demo.banner)
         assert key is not None
-        url = f"http://127.0.0.1:{port}"
+        url = demo.url
         async with AsyncOpenAI(base_url=f"{url}/v1", api_key=key.group(1)) as client:
             answer = await client.chat.completions.create(
                 model="gpt-4o-mini", messages=[{"role": "user", "content": "Hello"}]
@@ -66,14 +94,40 @@ async def test_demo_serves_the_printed_key_and_stops_on_ctrl_c() -> None:
         assert seen[0][1] == seen[1][1]
         async with aiohttp.ClientSession() as session, session.get(f"{url}/readyz") as ready:
             assert ready.status == 200
-        proc.send_signal(signal.SIGINT)
-        assert await asyncio.wait_for(proc.wait(), timeout=10) == 0
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-        with suppress(Exception):
-            await proc.communicate()
+        demo.proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(demo.proc.wait(), timeout=10) == 0
+
+
+async def test_demo_closes_a_connection_whose_headers_never_end_at_the_header_deadline() -> None:
+    """Slowloris: the demo's header deadline is `gateway serve`'s default, not the 75 s of
+    keep-alive, and the connection is counted as `serve` counts it."""
+    deadline_s = ServerConfig().header_timeout_s
+    async with running_demo() as demo:
+        reader, writer = await asyncio.open_connection("127.0.0.1", demo.port)
+        opened = time.monotonic()
+        writer.write(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\n")
+        try:
+            answer = await asyncio.wait_for(reader.read(), timeout=deadline_s + 5)
+        finally:
+            writer.close()
+        lived = time.monotonic() - opened
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{demo.url}/metrics") as resp,
+        ):
+            metrics = await resp.text()
+    assert answer == b""  # closed without an answer
+    assert deadline_s - 0.05 <= lived < deadline_s + 2
+    assert _sample(metrics, "llm_gateway_slow_connections_closed_total") == 1
+
+
+def _sample(exposition: str, name: str) -> float:
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(exposition)
+        for s in family.samples
+        if s.name == name
+    )
 
 
 @pytest.mark.parametrize(

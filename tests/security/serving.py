@@ -1,5 +1,6 @@
-"""A gateway served in the test's process the way `gateway serve` serves it: its parser limits,
-its sites (a separate admin address included), on loopback ports."""
+"""A gateway served in the test's process the way `gateway serve` serves it: its runner (parser
+limits, header deadline, JSON refusals), its sites (a separate admin address included), on
+loopback ports."""
 
 from __future__ import annotations
 
