@@ -89,7 +89,8 @@ class RequestContext:
     # Money, in integer micro-dollars: what this request cost (None until accounted), how that
     # was known (usage, estimate, reserved, unpriced, cache, none), what a cache hit saved.
     cost_micro: int | None = None
-    # SSE events relayed to the client (an estimate of output tokens when a stream is cut).
+    # SSE events relayed whole to the client, once the relay ends (an estimate of output
+    # tokens when a stream is cut).
     stream_events: int = 0
     cost_source: str | None = None
     saved_micro: int = 0

@@ -124,9 +124,10 @@ async def shutdown_answer(ctx: RequestContext) -> web.StreamResponse:
         raise err
     ctx.outcome = "stream_interrupted"  # billed like any stream cut short
     err.message = "The gateway shut down before the stream was complete."
-    # The blank lines end any event the provider's last chunk left open.
+    # The relay sends whole events only (see gateway.respond.relay_stream), and a write is
+    # never cut half-way: the error event starts on a boundary.
     with suppress(ConnectionError):
-        await response.write(b"\n\n" + ctx.dialect.stream_error_event(err))
+        await response.write(ctx.dialect.stream_error_event(err))
         await response.write_eof()
     return response
 

@@ -19,6 +19,7 @@ from gateway.headers import downstream_headers
 from gateway.json_mode import anomalies
 from gateway.middleware import stamp_headers
 from gateway.resilience import RESILIENCE
+from gateway.sse import WholeEvents
 
 _log = structlog.get_logger("gateway.upstream")
 
@@ -76,8 +77,12 @@ def _sum(a: Usage | None, b: Usage | None) -> Usage | None:
 async def relay_stream(
     ctx: RequestContext, upstream: aiohttp.ClientResponse, first: bytes
 ) -> web.StreamResponse:
-    """Forward chunks as they arrive, reading usage on the way. Once the first byte is sent,
-    a failure can only end the stream with an error event in the client's dialect."""
+    """Forward events as they arrive, reading usage on the way. Once the first byte is sent,
+    a failure can only end the stream with an error event in the client's dialect.
+
+    Only whole events are sent (see `WholeEvents`: every answer relayed here is an event
+    stream), so that error event, or the drain's, never lands inside one the client has
+    half of; the usage reader and the cache's capture see the reads as they came."""
     route, provider = ctx.target()
     try:
         response = web.StreamResponse(
@@ -93,6 +98,7 @@ async def relay_stream(
     ctx.ttfb_s = ctx.elapsed_s()
     reader = provider.stream_usage_reader()
     idle = route.idle_timeout_s
+    frames = WholeEvents()
     chunk = first
     try:
         async with asyncio.timeout(None) as guard:
@@ -102,16 +108,19 @@ async def relay_stream(
                     reader.feed(chunk)
                     if ctx.capture_stream:
                         ctx.captured.append(chunk)
-                    if ctx.stream_filter is not None:
-                        chunk = ctx.stream_filter(ctx, chunk)
-                    if chunk:
-                        await response.write(chunk)
-                        if first:  # once the first byte is out, other streams' go next
-                            first = b""
-                            await asyncio.sleep(0)
+                    events = frames.take(chunk)
+                    if events:
+                        if ctx.stream_filter is not None:
+                            events = ctx.stream_filter(ctx, events)
+                        if events:
+                            await response.write(events)
+                            if first:  # once the first byte is out, other streams' go next
+                                first = b""
+                                await asyncio.sleep(0)
                     silence.since = silence.loop.time()
                     chunk = await upstream.content.readany()
                     silence.since = None
+                await _write_rest(ctx, response, frames.rest())
             finally:
                 silence.stop()
     except ConnectionResetError:
@@ -126,11 +135,22 @@ async def relay_stream(
         raise
     finally:
         ctx.usage, ctx.usage_final = reader.usage, reader.final
+        ctx.stream_events = frames.events  # the events the client got whole
     upstream.release()
     # The end of the stream is written once the handler returns (aiohttp writes it), after the
     # bill is settled: as with a buffered answer, a client's next request finds this one
     # settled, and does not wait behind its settlement on a kept-alive connection.
     return response
+
+
+async def _write_rest(ctx: RequestContext, response: web.StreamResponse, rest: bytes) -> None:
+    """At the stream's normal end, what followed its last blank line (usually nothing; a last
+    event without one) goes out as the provider sent it. On a failure it is dropped instead:
+    the error event then follows whole events."""
+    if rest and ctx.stream_filter is not None:
+        rest = ctx.stream_filter(ctx, rest)
+    if rest:
+        await response.write(rest)
 
 
 class _Silence:

@@ -6,6 +6,7 @@ asked for: the usage chunk the gateway requested is taken out on the way back.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -13,13 +14,16 @@ from aiohttp import web
 
 from gateway.context import RequestContext
 from gateway.pipeline import Next
+from gateway.sse import split_events
 
 _USAGE_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
+# The field `"usage": null` with any whitespace, and the comma that joins it to the object
+# (before it, or after it when it comes first).
+_NULL_USAGE = re.compile(rb'\s*,\s*"usage"\s*:\s*null|"usage"\s*:\s*null\s*,?\s*')
 
 
 async def ensure_stream_usage(ctx: RequestContext, call_next: Next) -> web.StreamResponse:
     payload = ctx.payload
-    strip = False
     if ctx.stream and payload is not None and _needs_usage(ctx, payload):
         options = payload.get("stream_options")
         upstream = dict(payload)  # the client's payload stays as the client sent it
@@ -28,9 +32,7 @@ async def ensure_stream_usage(ctx: RequestContext, call_next: Next) -> web.Strea
             "include_usage": True,
         }
         ctx.upstream_body = orjson.dumps(upstream)
-        strip = True
-    if ctx.stream:
-        ctx.stream_filter = StreamTap(strip)
+        ctx.stream_filter = UsageStrip()
     return await call_next(ctx)
 
 
@@ -41,35 +43,39 @@ def _needs_usage(ctx: RequestContext, payload: dict[str, Any]) -> bool:
     return not (isinstance(options, dict) and options.get("include_usage") is True)
 
 
-class StreamTap:
-    """Counts the events relayed; with `strip`, drops the usage-only chunk and the
-    `"usage":null` field OpenAI adds to every chunk once usage is asked for."""
+class UsageStrip:
+    """The stream filter of a request whose usage the gateway asked for: drops the usage-only
+    chunk, and the `"usage":null` field OpenAI adds to every chunk once usage is asked for.
+    The relay hands it whole events (and at the stream's end, a last one without its blank
+    line), in any line-ending form."""
 
-    __slots__ = ("_buffer", "_strip")
+    __slots__ = ("_lf_owed",)
 
-    def __init__(self, strip: bool) -> None:
-        self._strip = strip
-        self._buffer = b""
+    def __init__(self) -> None:
+        # The usage chunk dropped ended its read with a CR: the LF of its CRLF may come next.
+        self._lf_owed = False
 
-    def __call__(self, ctx: RequestContext, chunk: bytes) -> bytes:
-        if not self._strip:
-            ctx.stream_events += chunk.count(b"\n\n")
-            return chunk
-        # Whole events only: an event split across reads waits for its end.
-        buffer = self._buffer + chunk if self._buffer else chunk
-        cut = buffer.rfind(b"\n\n")
-        if cut < 0:
-            self._buffer = buffer
-            return b""
-        complete, self._buffer = buffer[: cut + 2], buffer[cut + 2 :]
-        if b"[]" not in complete:  # no usage chunk among them: one pass over all of them
-            ctx.stream_events += complete.count(b"\n\n")
-            return complete.replace(b',"usage":null', b"")
+    def __call__(self, ctx: RequestContext, events: bytes) -> bytes:
+        if self._lf_owed:
+            self._lf_owed = False
+            events = events.removeprefix(b"\n")
+        if b"[]" in events:  # perhaps the usage chunk's `"choices":[]`
+            events = self._without_usage_chunk(events)
+        events = events.replace(b',"usage":null', b"")  # as OpenAI writes it: one cheap pass
+        if b'"usage"' in events:  # spelled otherwise (`, "usage": null`): rarely
+            events = _NULL_USAGE.sub(b"", events)
+        return events
+
+    def _without_usage_chunk(self, events: bytes) -> bytes:
         kept = []
-        for event in complete.split(b"\n\n")[:-1]:
-            ctx.stream_events += 1
+        for event in split_events(events):
             if not _is_usage_chunk(event):
-                kept.append(event.replace(b',"usage":null', b"") + b"\n\n")
+                kept.append(event)
+                self._lf_owed = False
+                continue
+            # An LF before it ends the line before it (whose CR ended the read before).
+            kept.append(b"\n" if event.startswith(b"\n") else b"")
+            self._lf_owed = event.endswith(b"\r")
         return b"".join(kept)
 
 

@@ -6,14 +6,15 @@ import itertools
 from types import SimpleNamespace
 from typing import cast
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.config import ProviderConfig
 from gateway.context import RequestContext, Usage
 from gateway.providers import build_provider
-from gateway.sse import SSEParser
-from gateway.stages.usage import StreamTap
+from gateway.sse import SSEParser, WholeEvents, count_events
+from gateway.stages.usage import UsageStrip
 
 OPENAI = build_provider("o", ProviderConfig(kind="openai", base_url="http://x/v1"))
 ANTHROPIC = build_provider("a", ProviderConfig(kind="anthropic", base_url="http://x"))
@@ -168,21 +169,120 @@ def test_stream_usage_does_not_depend_on_how_the_stream_is_cut(
     assert reader.usage == (Usage(last[0], last[1], 0, 0) if last else None)
 
 
+def _relay(raw: bytes, cuts: list[int]) -> tuple[list[bytes], bytes, int]:
+    """What the relay sends of `raw` read in pieces: the whole events of each read, what is
+    left at the end, and the events counted."""
+    frames = WholeEvents()
+    sent = [events for piece in _pieces(raw, cuts) if (events := frames.take(piece))]
+    return sent, frames.rest(), frames.events
+
+
+def _strip(ctx: SimpleNamespace, sent: list[bytes], rest: bytes) -> bytes:
+    strip = UsageStrip()
+    return b"".join(strip(cast(RequestContext, ctx), events) for events in [*sent, rest] if events)
+
+
 @given(
     tokens=st.lists(TOKEN, max_size=12),
     usage=st.booleans(),
+    newline=st.sampled_from([b"\n", b"\r\n", b"\r"]),
+    spaced=st.booleans(),
+    last_blank=st.booleans(),
     cuts=st.lists(st.integers(min_value=0, max_value=900), max_size=16),
 )
 def test_the_usage_chunk_the_gateway_asked_for_is_taken_out_however_the_stream_is_cut(
-    tokens: list[bytes], usage: bool, cuts: list[int]
+    tokens: list[bytes],
+    usage: bool,
+    newline: bytes,
+    spaced: bool,
+    last_blank: bool,
+    cuts: list[int],
 ) -> None:
+    """In every line-ending form, with `"usage": null` spelled either way, and with or without
+    a blank line after the last event."""
     events = [*tokens, *([_usage_event(5, 7, False)] if usage else []), b"data: [DONE]"]
-    raw = b"".join(e + b"\n\n" for e in events)
-    ctx = SimpleNamespace(stream_events=0)
-    tap = StreamTap(strip=True)
-    out = b"".join(tap(cast(RequestContext, ctx), piece) for piece in _pieces(raw, cuts))
-    expected = b"".join(e.replace(b',"usage":null', b"") + b"\n\n" for e in events)
-    if usage:
-        expected = expected.replace(_usage_event(5, 7, False) + b"\n\n", b"")
-    assert out == expected
-    assert ctx.stream_events == len(events)
+    if spaced:
+        events = [e.replace(b',"usage":null', b', "usage": null') for e in events]
+    raw = b"".join(e + newline + newline for e in events)
+    if not last_blank:
+        raw = raw.removesuffix(newline)
+    sent, rest, counted = _relay(raw, cuts)
+    out = _strip(SimpleNamespace(), sent, rest)
+    kept = [e for e in events if e != _usage_event(5, 7, False)]
+    expected = b"".join(
+        e.replace(b',"usage":null', b"").replace(b', "usage": null', b"") + newline + newline
+        for e in kept
+    )
+    assert out == (expected if last_blank else expected.removesuffix(newline))
+    assert counted == len(events) - (0 if last_blank else 1)
+
+
+def test_the_usage_null_field_is_taken_out_however_it_is_spaced() -> None:
+    ctx = SimpleNamespace()
+    events = (
+        b'data: {"id":"a", "choices":[], "usage" : null}\n\n'
+        b'data: {"usage": null, "id":"b","choices":[{"delta":{"content":"\\"usage\\""}}]}\n\n'
+    )
+    assert UsageStrip()(cast(RequestContext, ctx), events) == (
+        b'data: {"id":"a", "choices":[]}\n\n'
+        b'data: {"id":"b","choices":[{"delta":{"content":"\\"usage\\""}}]}\n\n'
+    )
+
+
+LINE = st.binary(min_size=1, max_size=10).map(lambda b: b.replace(b"\r", b"x").replace(b"\n", b"x"))
+ENDING = st.sampled_from([b"\n", b"\r\n", b"\r"])
+
+
+@st.composite
+def _event_stream(draw: st.DrawFn) -> bytes:
+    """Events of one to three lines, each line and each blank line with a line ending of its
+    own (a CR never followed by an LF ending: that pair is one CRLF)."""
+    raw = b""
+    for _ in range(draw(st.integers(0, 6))):
+        for _ in range(draw(st.integers(1, 3))):
+            raw += draw(LINE) + draw(ENDING)
+        blank = draw(ENDING)
+        if raw.endswith(b"\r") and blank == b"\n":
+            blank = b"\r\n"
+        raw += blank
+    if draw(st.booleans()):  # the last event without its blank line, or cut mid-line
+        raw += draw(LINE) + draw(st.sampled_from([b"", b"\n", b"\r\n", b"\r"]))
+    return raw
+
+
+def _blank_line_ends(raw: bytes) -> list[int]:
+    """Where each blank line ends, read line by line as the SSE spec reads a stream."""
+    ends, i, line_start = [], 0, 0
+    while i < len(raw):
+        if raw[i] in b"\r\n":
+            after = i + 2 if raw[i : i + 2] == b"\r\n" else i + 1
+            if i == line_start:
+                ends.append(after)
+            i = line_start = after
+        else:
+            i += 1
+    return ends
+
+
+@given(raw=_event_stream(), cuts=st.lists(st.integers(0, 300), max_size=20))
+def test_the_relay_sends_whole_events_as_soon_as_they_are_complete(
+    raw: bytes, cuts: list[int]
+) -> None:
+    """Each write ends on a blank line (or at most the LF of its CRLF short of it), every
+    event complete in the bytes read so far has gone, and nothing is lost or reordered."""
+    ends = _blank_line_ends(raw)
+    allowed = {0, *ends, *(e - 1 for e in ends if raw[e - 2 : e] == b"\r\n")}
+    frames, sent, read = WholeEvents(), b"", 0
+    for piece in _pieces(raw, cuts):
+        sent += frames.take(piece)
+        read += len(piece)
+        assert len(sent) in allowed
+        assert len(sent) >= max((e for e in ends if e <= read), default=0) - 1
+    assert sent + frames.rest() == raw
+
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n", b"\r"])
+def test_a_read_that_ends_on_a_blank_line_goes_out_as_read(newline: bytes) -> None:
+    chunk = b"data: 1" + newline + newline + b"data: 2" + newline + newline
+    assert WholeEvents().take(chunk) is chunk
+    assert count_events(chunk) == 2
