@@ -9,6 +9,7 @@ from gateway.context import RequestContext
 from gateway.providers import Provider
 from gateway.records import record
 from gateway.resilience import ResilienceStats
+from gateway.stages.body import reencode
 
 _log = structlog.get_logger("gateway.upstream")
 
@@ -58,7 +59,5 @@ def _body_for(ctx: RequestContext, model: str | None) -> bytes:
     upstream = orjson.loads(ctx.upstream_body)
     # orjson keeps key order and every field the gateway does not know about.
     return (
-        orjson.dumps({**upstream, "model": model})
-        if isinstance(upstream, dict)
-        else ctx.upstream_body
+        reencode({**upstream, "model": model}) if isinstance(upstream, dict) else ctx.upstream_body
     )

@@ -10,6 +10,8 @@ from typing import Any
 import orjson
 from multidict import CIMultiDictProxy
 
+from gateway.stages.body import reencode
+
 # Bump when the key material changes shape, so old entries are never read under new rules.
 KEY_VERSION = 1
 
@@ -55,11 +57,12 @@ def cache_body(payload: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def canonical_json(value: Any) -> bytes:
-    """JSON where key order, whitespace and 1.0-versus-1 make no difference."""
-    plain = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    """JSON where key order, whitespace and 1.0-versus-1 make no difference. A body nested too
+    deeply to be written is refused (see `reencode`)."""
+    plain = reencode(value, orjson.OPT_SORT_KEYS)
     if b".0" not in plain or _WHOLE_FLOAT.search(plain) is None:
         return plain  # no float with an integer value: nothing to normalise
-    return orjson.dumps(_normalise(value), option=orjson.OPT_SORT_KEYS)
+    return reencode(_normalise(value), orjson.OPT_SORT_KEYS)
 
 
 def _normalise(value: Any) -> Any:

@@ -37,6 +37,8 @@ _API_FIELDS = frozenset(
         "top_p", "truncation", "user",
     }
 )  # fmt: skip
+# The deepest nesting of arrays and objects that `reencode` writes wherever it is used.
+MAX_NESTING = 253
 _DECODED_ENCODINGS = frozenset({"", "identity", "gzip", "deflate", "br", "zstd"})
 
 
@@ -126,6 +128,24 @@ def _parse(body: bytes, *, required: bool) -> dict[str, Any] | None:
             return None
         raise BadRequest("The request body must be a JSON object.")
     return payload
+
+
+def reencode(value: Any, option: int | None = None) -> bytes:
+    """`value`, read from the client's body, as JSON again: for a stage that changes the body
+    (a model rewrite, the stream usage option) or hashes it (the cache key).
+
+    orjson reads JSON nested up to 1024 levels deep but writes at most 254 (the cache key
+    holds the body one level down), so a body nested deeper is refused here, as a bad body,
+    when a stage has to write it, rather than when it is read: a check of every body's depth
+    would cost a walk of each, and would refuse bodies that go to the provider untouched,
+    byte for byte. A value read from JSON can fail to encode for its depth alone."""
+    try:
+        return orjson.dumps(value, option=option)
+    except orjson.JSONEncodeError:
+        raise BadRequest(
+            f"The request body is nested too deeply: the gateway rewrites JSON nested at most "
+            f"{MAX_NESTING} levels deep."
+        ) from None
 
 
 def _refuse_upstream_fields(payload: dict[str, Any]) -> None:

@@ -51,6 +51,7 @@ async def cache_responses(ctx: RequestContext, call_next: Next) -> web.StreamRes
         plan = plan_request(
             request.method, request.path, request.headers, ctx.payload, provider.kind, config
         )
+        key = _key(ctx, config) if plan.kind is not None and plan.write else ""
     except GatewayError:
         await passed(ctx, hold=False)  # a refusal by the limits comes first, as it always has
         raise
@@ -59,9 +60,7 @@ async def cache_responses(ctx: RequestContext, call_next: Next) -> web.StreamRes
         if plan.kind is None or not plan.write:
             mark(ctx, "BYPASS")
             return await call_next(ctx)
-        job = _Job(
-            ctx, plan.kind, plan, config, _key(ctx, config), state.store(ctx.app), state.writing
-        )
+        job = _Job(ctx, plan.kind, plan, config, key, state.store(ctx.app), state.writing)
         if not plan.read:  # Cache-Control: no-cache: a fresh answer, which refreshes the entry
             mark(ctx, "BYPASS")
             return (await job.fill(call_next))[0]

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import orjson
 from aiohttp import web
 
 from gateway.context import RequestContext
 from gateway.errors import Forbidden, NotFound
 from gateway.pipeline import Next
 from gateway.runtime import CompiledRoute
+from gateway.stages.body import reencode
 
 
 async def choose_route(ctx: RequestContext, call_next: Next) -> web.StreamResponse:
@@ -23,7 +23,7 @@ async def choose_route(ctx: RequestContext, call_next: Next) -> web.StreamRespon
     if ctx.payload is not None and ctx.upstream_model != ctx.model:
         # Only a rewrite re-serialises; orjson keeps key order and every unknown field.
         ctx.payload["model"] = ctx.upstream_model
-        ctx.upstream_body = orjson.dumps(ctx.payload)
+        ctx.upstream_body = reencode(ctx.payload)
     return await call_next(ctx)
 
 

@@ -15,6 +15,7 @@ from aiohttp import web
 from gateway.context import RequestContext
 from gateway.pipeline import Next
 from gateway.sse import split_events
+from gateway.stages.body import reencode
 
 _USAGE_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
 # The field `"usage": null` with any whitespace, and the comma that joins it to the object
@@ -31,7 +32,7 @@ async def ensure_stream_usage(ctx: RequestContext, call_next: Next) -> web.Strea
             **(options if isinstance(options, dict) else {}),
             "include_usage": True,
         }
-        ctx.upstream_body = orjson.dumps(upstream)
+        ctx.upstream_body = reencode(upstream)
         ctx.stream_filter = UsageStrip()
     return await call_next(ctx)
 
