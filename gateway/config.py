@@ -55,7 +55,11 @@ class StorageConfig(Frozen):
             schemes = ", ".join(f"{s}://" for s in _STORE_SCHEMES)
             raise ValueError(f"the store URL must start with one of {schemes}")
         database = parts.path.strip("/")
-        if parts.scheme in ("redis", "rediss") and database and not database.isdigit():
+        if (
+            parts.scheme in ("redis", "rediss")
+            and database
+            and not (database.isascii() and database.isdigit())
+        ):
             # redis-py would take database 0, another application's perhaps, without a word.
             raise ValueError(
                 "the database after the address must be a number (redis://host:6379/2)"

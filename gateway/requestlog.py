@@ -62,7 +62,11 @@ def status_matches(status: Any, wanted: str) -> bool:
 
 
 def valid_status_filter(wanted: str) -> bool:
-    return wanted == "error" or wanted in _STATUS_CLASSES or (wanted.isdigit() and len(wanted) == 3)
+    return (
+        wanted == "error"
+        or wanted in _STATUS_CLASSES
+        or (wanted.isascii() and wanted.isdigit() and len(wanted) == 3)
+    )
 
 
 class RequestLog:

@@ -32,6 +32,6 @@ async def recent_requests(request: web.Request) -> web.Response:
 def _limit(raw: str, most: int) -> int:
     if not raw:
         return min(DEFAULT_LIMIT, most)
-    if not raw.isdigit() or not 1 <= int(raw) <= most:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= most:
         raise BadRequest(f"limit must be a whole number from 1 to {most}.", param="limit")
     return int(raw)

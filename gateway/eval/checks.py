@@ -271,7 +271,7 @@ def _field(output: str, path: str) -> tuple[bool, Any, str]:
     for part in path.split("."):
         if isinstance(node, dict) and part in node:
             node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+        elif isinstance(node, list) and part.isascii() and part.isdigit() and int(part) < len(node):
             node = node[int(part)]
         else:
             return False, None, f"no field {path}"

@@ -93,7 +93,9 @@ async def test_filters_by_key_and_status_and_limit(admin_gateway: Client) -> Non
 
 
 async def test_bad_limit_or_status_is_a_400(admin_gateway: Client) -> None:
-    for query in ("?limit=0", "?limit=abc", "?limit=100000", "?status=teapot"):
+    # Superscript digits are digits to str.isdigit, not to int().
+    queries = ("?limit=0", "?limit=abc", "?limit=100000", "?status=teapot", "?limit=%C2%B2")
+    for query in (*queries, "?status=%C2%B2%C2%B2%C2%B2"):
         resp = await admin_gateway.get(f"/admin/requests{query}", headers=ADMIN_AUTH)
         assert resp.status == 400, query
 

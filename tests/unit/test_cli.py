@@ -51,6 +51,7 @@ def test_hash_key_hashes_a_given_key(capsys: pytest.CaptureFixture[str]) -> None
         ["demo", "--port", "-5"],
         ["demo", "--mock-port", "http"],
         ["mock-provider", "--port", "70000"],
+        ["demo", "--port", "\u00b2"],  # a digit to str.isdigit, not to int()
     ],
 )
 def test_a_port_out_of_range_is_refused_before_anything_starts(

@@ -146,6 +146,7 @@ def test_an_infinite_or_nan_amount_is_an_error_naming_its_path(value: float) -> 
     [
         ("foo://x", "the store URL must start with one of memory://, redis://"),
         ("redis://:s3cret@127.0.0.1:6379/abc", "the database after the address must be a number"),
+        ("redis://127.0.0.1:6379/\u00b2", "the database after the address must be a number"),
         ("127.0.0.1:6379", "the store URL must start with one of"),
         ("unix:///run/redis.sock?db=x", "the store URL is not valid: Invalid value for 'db'"),
         ("redis://:s3cret@h:6379?db=one", "the store URL is not valid: Invalid value for 'db'"),

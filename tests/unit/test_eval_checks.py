@@ -81,6 +81,12 @@ def test_check_passes_on_matching_answer(data: dict[str, Any], output: str) -> N
             'label is "negative"',
         ),
         ({"type": "json_field", "path": "a.b", "value": 1}, '{"a": {}}', "no field a.b"),
+        # A superscript two is a digit to str.isdigit, not to int(): no index.
+        (
+            {"type": "json_field", "path": "a.\u00b2", "value": 1},
+            '{"a": [0, 1, 2]}',
+            "no field a.\u00b2",
+        ),
         ({"type": "json_field", "path": "ok", "value": 1}, '{"ok": true}', "ok is true"),
         ({"type": "numeric", "value": 42, "tolerance": 0.5}, "About 43.", "got 43"),
         ({"type": "numeric", "value": 42}, "forty-two", "no number in the answer"),
