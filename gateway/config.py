@@ -363,7 +363,6 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Gatew
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     try:
         loader = yaml.SafeLoader(text)
-        loader.name = str(path)  # YAML's errors name the file, not "<unicode string>"
         try:
             node = loader.get_single_node()
             if node is not None:
@@ -372,10 +371,24 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Gatew
         finally:
             loader.dispose()
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
     except RecursionError:
         raise ConfigError(f"{path}: nested too deeply to read") from None
     return parse_config(data, str(path), env)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """What is wrong and where, without the lines of the file PyYAML quotes around it: they
+    may hold a secret (a provider key written in the file), and this goes to logs and to an
+    admin's reload answer."""
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return str(exc)  # a character the reader refuses: its code and position only
+    parts = [
+        f"{text} (line {mark.line + 1}, column {mark.column + 1})" if mark else text
+        for text, mark in ((exc.context, exc.context_mark), (exc.problem, exc.problem_mark))
+        if text
+    ]
+    return "; ".join(parts) or "unreadable"
 
 
 def _refuse_keys_written_twice(

@@ -104,6 +104,8 @@ def load_eval_spec(path: Path) -> EvalSpec:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise EvalInputError([f"{path}: cannot read: {exc.strerror}"]) from None
+    except UnicodeDecodeError as exc:
+        raise EvalInputError([f"{path}: not UTF-8 text (byte {exc.start})"]) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

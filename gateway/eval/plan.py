@@ -118,6 +118,9 @@ def _read_template(path: Path, file: str, field: str) -> _Template:
         text = (path.parent / file).read_text(encoding="utf-8")
     except OSError as exc:
         raise EvalInputError([f"{path}: {field}: cannot read {file}: {exc.strerror}"]) from None
+    except UnicodeDecodeError as exc:
+        problem = f"{file} is not UTF-8 text (byte {exc.start})"
+        raise EvalInputError([f"{path}: {field}: {problem}"]) from None
     return _Template(text, f"{field} ({file})")
 
 

@@ -215,10 +215,27 @@ def test_a_key_written_twice_in_a_mapping_is_an_error_naming_the_field(
     assert str(caught.value) == f"{tmp_path}/{message}"
 
 
+def test_a_yaml_error_quotes_no_line_of_the_file(tmp_path: Path) -> None:
+    """The line may hold a provider key written in the file; the error goes to logs and to an
+    admin's reload answer: it says where, not what."""
+    path = tmp_path / "gw.yaml"
+    path.write_text("providers:\n  openai:\n    api_key: sk-secret-in-the-file: x\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    assert "sk-secret" not in str(caught.value)
+    assert str(caught.value) == (
+        f"{path}: not valid YAML: mapping values are not allowed here (line 3, column 35)"
+    )
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("? [a, b]\n: 1\n", 'while constructing a mapping\n  in "/gw.yaml", line 1, column 1'),
+        (
+            "? [a, b]\n: 1\n",
+            "gw.yaml: not valid YAML: while constructing a mapping (line 1, column 1); "
+            "found unhashable key (line 1, column 3)",
+        ),
         ("pricing: {? {a: 1} : {input: 1}}\n", "found unhashable key"),
         ("x: " + "[" * 5000 + "]" * 5000 + "\n", "gw.yaml: nested too deeply to read"),
     ],
@@ -228,7 +245,7 @@ def test_a_key_that_is_not_a_plain_value_or_a_file_nested_too_deep_is_a_config_e
 ) -> None:
     path = tmp_path / "gw.yaml"
     path.write_text(text)
-    with pytest.raises(ConfigError, match=re.escape(message.replace("/gw.yaml", str(path)))):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(path, env={})
 
 

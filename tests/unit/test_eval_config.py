@@ -112,6 +112,20 @@ def test_malformed_yaml_names_the_file(tmp_path: Path) -> None:
     assert f"{path}: not valid YAML" in problems(path)
 
 
+def test_an_eval_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "eval.yaml"
+    path.write_bytes(b"model: x\n\xff\n")
+    assert f"{path}: not UTF-8 text (byte 9)" in problems(path)
+
+
+def test_a_template_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    (tmp_path / "b.txt").write_bytes(b"Label \xff")
+    prompts = {"A": {"user": "{text}"}, "B": {"user_file": "b.txt"}}
+    assert "prompts.B.user_file: b.txt is not UTF-8 text (byte 6)" in problems(
+        write_eval(tmp_path, prompts=prompts)
+    )
+
+
 def test_cases_file_that_is_not_json_is_named(tmp_path: Path) -> None:
     path = write_eval(tmp_path)
     (tmp_path / "cases.json").write_text("[{'id': 1}]")
