@@ -231,7 +231,9 @@ def stat_fields(ctx: RequestContext, cost: int, tokens: int) -> StatFields:
     if tokens:
         values["tokens"] = tokens
     if ctx.from_cache:  # a cache entry's tokens were not spent now
-        values["hits"] = 1
+        # A stale answer is no hit: the hit rate is hits over hits and misses, as the
+        # cache's own counters and the dashboard have it.
+        values["hits" if ctx.cache_status == "HIT" else "stale"] = 1
     else:
         usage = ctx.usage
         if usage is not None:

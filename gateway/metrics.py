@@ -69,6 +69,9 @@ class Metrics:
         self.counts: dict[tuple[Counter, tuple[str, ...]], float] = {}
         self.observed: dict[tuple[Histogram, tuple[str, ...]], list[float]] = {}
         self.serving = 0  # requests being served now (the requests_in_flight gauge)
+        # The key and model labels of the month-to-date cost gauges set so far: a label the
+        # new month has no cost for yet is set to 0, not left at last month's.
+        self.month_cost_labels: tuple[set[str], set[str]] = (set(), set())
         self.follow(runtime)
         self._define(registry)
         # Each request histogram's bucket bounds, +Inf last, as prometheus-client keeps them.

@@ -123,13 +123,28 @@ async def refresh_from_store(app: web.Application) -> None:
 
 
 def set_month_costs(metrics: Metrics, stats: Mapping[str, int]) -> None:
-    """From the store's statistics hash (`k:<key>:cost`, `m:<model>:cost`, micro-dollars)."""
+    """From the store's statistics hash of this month (`k:<key>:cost`, `m:<model>:cost`,
+    micro-dollars). A key or model with no cost in it (a new month) is at 0, not at the value
+    the last month left."""
+    by_key: dict[str, float] = {}
+    by_model: dict[str, float] = {}
     for field, value in stats.items():
         kind, _, rest = field.partition(":")
         name, _, what = rest.rpartition(":")
         if what != "cost":
             continue
         if kind == "k":
-            metrics.month_cost_by_key.labels(metrics.key(name)).set(value / MICRO)
+            label = metrics.key(name)
+            by_key[label] = by_key.get(label, 0.0) + value / MICRO
         elif kind == "m":
-            metrics.month_cost_by_model.labels(metrics.model(name)).set(value / MICRO)
+            label = metrics.model(name)
+            by_model[label] = by_model.get(label, 0.0) + value / MICRO
+    gauges = (metrics.month_cost_by_key, metrics.month_cost_by_model)
+    for gauge, values, shown in zip(
+        gauges, (by_key, by_model), metrics.month_cost_labels, strict=True
+    ):
+        for label in shown - values.keys():
+            gauge.labels(label).set(0)
+        for label, usd_value in values.items():
+            gauge.labels(label).set(usd_value)
+        shown.update(values)

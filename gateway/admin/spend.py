@@ -138,5 +138,6 @@ def _view(v: dict[str, int]) -> dict[str, Any]:
         "cost_usd": usd(v.get("cost", 0)),
         "cache_hits": v.get("hits", 0),
         "cache_hit_rate": round(v.get("hits", 0) / looked, 4) if looked else None,
+        "cache_stale": v.get("stale", 0),  # answered from an expired entry, the provider out
         "cache_saved_usd": usd(v.get("saved", 0)),
     }

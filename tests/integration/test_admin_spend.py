@@ -91,6 +91,30 @@ async def test_admin_stats_totals_per_key_and_model_with_projection(
     assert float(stats["projected_month_cost_usd"]) >= 0.08
 
 
+async def test_admin_stats_count_a_stale_answer_apart_from_the_hits(
+    make_gateway: Callable[..., Awaitable[Client]], store_url: str
+) -> None:
+    cached = {"cache": {"ttl_s": 1, "stale_s": 600}, "retry": {"attempts": 1}}
+    gateway = await make_gateway(
+        storage={"url": store_url},
+        pricing=PRICING,
+        routes=_routes(**cached),
+        keys=_keys(),
+        admin={"token_sha256": sha(ADMIN)},
+    )
+    chat = {**CHAT, "temperature": 0}
+    answers = []
+    for delay, headers in [(0, A), (0, A), (1.2, {**A, "x-mock-status": "503"})]:
+        await asyncio.sleep(delay)  # past the entry's TTL: served stale, the provider failing
+        resp = await gateway.post("/v1/chat/completions", json=chat, headers=headers)
+        answers.append((resp.status, resp.headers["x-gateway-cache"]))
+    assert answers == [(200, "MISS"), (200, "HIT"), (200, "STALE")]
+    assert await gateway.app[DRAIN].wait_idle(5)
+    resp = await gateway.get("/admin/stats", headers={"Authorization": f"Bearer {ADMIN}"})
+    route = next(r for r in (await resp.json())["routes"] if r["name"] == "chat")
+    assert (route["cache_hits"], route["cache_hit_rate"], route["cache_stale"]) == (1, 0.5, 1)
+
+
 async def test_budget_thresholds_post_one_webhook_notice_each(
     admin_gateway: Callable[..., Awaitable[Client]],
     aiohttp_server: Callable[..., Awaitable[TestServer]],

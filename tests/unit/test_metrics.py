@@ -240,6 +240,20 @@ def test_month_costs_from_store_statistics_by_key_and_model(metrics: Metrics) ->
     assert value(metrics, "llm_gateway_model_month_cost_usd", model="gpt-4o-mini") == 2
 
 
+def test_month_costs_start_again_from_zero_in_a_new_month(metrics: Metrics) -> None:
+    """The new month's hash has no cost yet for a key or model: their gauges are 0, not the
+    month before's, until they spend again."""
+    set_month_costs(metrics, {"k:team-a:cost": 2_500_000, "m:gpt-4o-mini:cost": 2_000_000})
+    set_month_costs(metrics, {"m:gpt-4o-mini:cost": 1_000_000})
+    assert value(metrics, "llm_gateway_key_month_cost_usd", key="team-a") == 0
+    assert value(metrics, "llm_gateway_model_month_cost_usd", model="gpt-4o-mini") == 1
+
+
+def test_names_sharing_the_other_label_add_up(metrics: Metrics) -> None:
+    set_month_costs(metrics, {"m:mystery-1:cost": 1_000_000, "m:mystery-2:cost": 500_000})
+    assert value(metrics, "llm_gateway_model_month_cost_usd", model="other") == 1.5
+
+
 def test_redis_error_counts_by_operation(metrics: Metrics) -> None:
     metrics.redis_error("cache_get")
     metrics.redis_error("cache_get")
