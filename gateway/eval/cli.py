@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -47,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--summarise", type=Path, metavar="PATH", help="re-summarise a saved results file"
     )
-    parser.add_argument("--url", help="gateway base URL (overrides gateway_url)")
+    parser.add_argument("--url", type=_url, help="gateway base URL (overrides gateway_url)")
     parser.add_argument("--key", help="gateway key (overrides the api_key_env variable)")
     parser.add_argument("--concurrency", type=_positive, help="requests in flight at once")
 
@@ -57,6 +58,16 @@ def _rate(text: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError("must be between 0 and 1")
     return value
+
+
+def _url(text: str) -> str:
+    """As `gateway_url` in the eval file must be: refused before anything is sent."""
+    if not _URL.match(text):
+        raise argparse.ArgumentTypeError(f"an http:// or https:// URL, not {text!r}")
+    return text
+
+
+_URL = re.compile(r"^https?://[^\s/]+")
 
 
 def _positive(text: str) -> int:

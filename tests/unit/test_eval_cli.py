@@ -131,7 +131,14 @@ async def test_no_eval_file_and_no_summarise_exits_2() -> None:
     assert "no eval file given" in text
 
 
-@pytest.mark.parametrize("argv", [["--fail-if-worse-by", "1.5"], ["--concurrency", "0"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--fail-if-worse-by", "1.5"],
+        ["--concurrency", "0"],
+        ["--url", "localhost:8080"],  # no scheme: every request would fail, one by one
+    ],
+)
 def test_out_of_range_option_is_refused_by_the_parser(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as caught:
         parse("e.yaml", *argv)
