@@ -254,6 +254,25 @@ async def test_store_down_refuses_keys_with_a_budget_but_not_others(
     assert unbudgeted.status == 200
 
 
+@pytest.mark.parametrize(
+    "limits",
+    [{"budget": {"usd_per_day": 0.0001}}, {"rate_limit": {"tpm": 10}}],
+)
+async def test_anthropics_version_header_does_not_make_a_model_endpoint_free(
+    budgeted: Callable[..., Awaitable[Client]], mock: MockState, limits: dict[str, Any]
+) -> None:
+    """The header chooses the error format of paths that have none of their own; an OpenAI
+    model endpoint stays priced, budgeted and rate limited, and answers in OpenAI's format."""
+    gateway = await budgeted(keys=_keys(a=limits))
+    headers = {**A, "anthropic-version": "2023-06-01"}
+    resp = await gateway.post("/v1/chat/completions", json=CHAT, headers=headers)
+    body = await resp.json()
+    assert resp.status == 429
+    assert body["error"]["code"] in ("insufficient_quota", "request_too_large_for_limit")
+    assert "type" not in body  # OpenAI's shape: Anthropic's has {"type": "error", ...}
+    assert mock.requests == []
+
+
 class _Outage:
     """Every store command fails while `down`, as against a store that is out."""
 
