@@ -49,6 +49,20 @@ def _may_report_usage(sent: bytes) -> bool:
     return b"usage" in sent and sent.count(b'"usage"') != sent.count(b'"usage":null')
 
 
+# Configured headers that say which protocol is spoken, not who pays: not redacted.
+_PUBLIC_HEADERS = frozenset({"anthropic-version", "anthropic-beta", "accept", "user-agent"})
+# A shorter value ("true", "1") would be replaced wherever it occurs in a body.
+_MIN_SECRET_LEN = 8
+
+
+def _private_values(headers: dict[str, str]) -> list[str]:
+    return [
+        value
+        for name, value in headers.items()
+        if name.lower() not in _PUBLIC_HEADERS and len(value) >= _MIN_SECRET_LEN
+    ]
+
+
 class Provider(ABC):
     """One configured upstream. `kind` is also the client dialect it serves."""
 
@@ -61,14 +75,17 @@ class Provider(ABC):
         self.base_url = config.base_url.rstrip("/")
         secret = config.api_key.get_secret_value() if config.api_key else None
         self.headers = {**config.headers, **self.auth_headers(secret)}
-        self._secret = secret.encode() if secret else None
+        private = [value for value in (secret, *_private_values(config.headers)) if value]
+        self._secrets = tuple(dict.fromkeys(value.encode() for value in private))
 
     def redact(self, body: bytes) -> bytes:
         """SECURITY: a provider that echoes our request (some do in error bodies) must not
-        hand the provider key to the client."""
-        if self._secret is None or self._secret not in body:
-            return body
-        return body.replace(self._secret, b"[redacted]")
+        hand the client the provider key, nor another credential the config sends in a header
+        of its own (Azure's `api-key`, an organisation or project id)."""
+        for secret in self._secrets:
+            if secret in body:
+                body = body.replace(secret, b"[redacted]")
+        return body
 
     @abstractmethod
     def auth_headers(self, secret: str | None) -> dict[str, str]:

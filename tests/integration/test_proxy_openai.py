@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -127,6 +128,31 @@ async def test_provider_echoing_request_headers_never_reveals_provider_key(
     assert "authorization" in text.lower()  # the echo happened
     assert PROVIDER_KEY not in text
     assert KEY_A not in text
+
+
+async def test_a_credential_the_config_sends_in_a_header_of_its_own_is_redacted_too(
+    make_gateway: Callable[..., Awaitable[Client]], mock_url: str
+) -> None:
+    """Azure's `api-key`, an organisation id: echoed by the provider, never shown."""
+    private = {"api-key": "azure-secret-1234", "OpenAI-Organization": "org-secret-5678"}
+    openai = {
+        "kind": "openai",
+        "base_url": f"{mock_url}/v1",
+        "api_key": PROVIDER_KEY,
+        "headers": private,
+    }
+    anthropic = {"kind": "anthropic", "base_url": mock_url, "api_key": PROVIDER_KEY}
+    gateway = await make_gateway(providers={"openai": openai, "anthropic": anthropic})
+    headers = {**AUTH, "x-mock-echo-headers": "1", "x-mock-status": "400"}
+    resp = await gateway.post(
+        "/v1/chat/completions", json={"model": "gpt-4o", "messages": []}, headers=headers
+    )
+    text = await resp.text()
+    assert resp.status == 400
+    assert "api-key: [redacted]" in text.lower()  # the echo happened
+    assert "azure-secret-1234" not in text
+    assert "org-secret-5678" not in text
+    assert PROVIDER_KEY not in text
 
 
 async def test_hop_by_hop_headers_are_not_forwarded_upstream(
