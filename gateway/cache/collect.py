@@ -15,18 +15,34 @@ from gateway.context import RequestContext
 
 def answer_body(ctx: RequestContext, kind: Kind) -> tuple[bytes, Any] | None:
     """The answer as (non-stream JSON bytes, parsed object): the buffered body as the client
-    received it, or the captured stream assembled."""
+    received it, or the captured stream assembled. None when it cannot be served again in
+    both forms: JSON nested deeper than can be written again (orjson reads 1,024 levels and
+    writes 254) would fail its replay as a stream, or its assembly now."""
     if ctx.response_body is not None:
-        if ctx.response_parsed is not None:
-            return ctx.response_body, ctx.response_parsed
-        try:
-            return ctx.response_body, orjson.loads(ctx.response_body)
-        except orjson.JSONDecodeError:
-            return None
+        parsed = ctx.response_parsed
+        if parsed is None:
+            try:
+                parsed = orjson.loads(ctx.response_body)
+            except orjson.JSONDecodeError:
+                return None
+        return (ctx.response_body, parsed) if _writable(parsed) else None
     if ctx.captured:
         assembled = assemble(kind, ctx.captured)
-        return None if assembled is None else (orjson.dumps(assembled), assembled)
+        if assembled is None:
+            return None
+        try:
+            return orjson.dumps(assembled), assembled
+        except orjson.JSONEncodeError:
+            return None
     return None
+
+
+def _writable(parsed: Any) -> bool:
+    try:
+        orjson.dumps(parsed)
+    except orjson.JSONEncodeError:
+        return False
+    return True
 
 
 def collect(

@@ -7,9 +7,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 import pytest
 import structlog
-from aiohttp.test_utils import TestClient
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.accounting import local_periods
 from gateway.mock import MockState
@@ -144,3 +146,94 @@ async def test_a_deep_body_passed_through_untouched_is_not_refused(
     resp = await gateway.post("/v1/chat/completions", data=sent, headers=OPENAI)
     assert resp.status == 200
     assert mock.requests[0].body == sent
+
+
+DEEP_INPUT = b"[" * 300 + b"]" * 300  # readable JSON, too deep to write again
+TOOL_ANSWER = (
+    b'{"id":"msg_deep","type":"message","role":"assistant","model":"claude-haiku-4-5",'
+    b'"content":[{"type":"tool_use","id":"tu_1","name":"f","input":{"x":%s}}],'
+    b'"stop_reason":"tool_use","stop_sequence":null,'
+    b'"usage":{"input_tokens":5,"output_tokens":7}}' % DEEP_INPUT
+)
+
+
+def _event(name: str, data: bytes) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + data + b"\n\n"
+
+
+TOOL_STREAM = b"".join(
+    [
+        _event(
+            "message_start",
+            b'{"type":"message_start","message":{"id":"msg_deep","type":"message",'
+            b'"role":"assistant","model":"claude-haiku-4-5","content":[],"stop_reason":null,'
+            b'"stop_sequence":null,"usage":{"input_tokens":5,"output_tokens":1}}}',
+        ),
+        _event(
+            "content_block_start",
+            b'{"type":"content_block_start","index":0,"content_block":'
+            b'{"type":"tool_use","id":"tu_1","name":"f","input":{}}}',
+        ),
+        _event(
+            "content_block_delta",
+            b'{"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta",'
+            b'"partial_json":"{\\"x\\":%s}"}}' % DEEP_INPUT,
+        ),
+        _event("content_block_stop", b'{"type":"content_block_stop","index":0}'),
+        _event(
+            "message_delta",
+            b'{"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},'
+            b'"usage":{"output_tokens":7}}',
+        ),
+        _event("message_stop", b'{"type":"message_stop"}'),
+    ]
+)
+
+
+async def _deep_tool_provider(request: web.Request) -> web.StreamResponse:
+    """An Anthropic provider whose tool call's input is nested 300 levels deep."""
+    if not orjson.loads(await request.read()).get("stream"):
+        return web.Response(body=TOOL_ANSWER, content_type="application/json")
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    await response.write(TOOL_STREAM)
+    return response
+
+
+@pytest.mark.parametrize("first", ["buffered", "stream"])
+async def test_an_answer_too_deep_to_write_again_is_served_but_not_cached(
+    make_gateway: Callable[..., Awaitable[Client]],
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+    first: str,
+) -> None:
+    """It could not be replayed as a stream (a 500 on every hit) nor, streamed, assembled:
+    the client gets it once, the request is logged as answered, and nothing is stored."""
+    app = web.Application()
+    app.router.add_post("/v1/messages", _deep_tool_provider)
+    server = await aiohttp_server(app)
+    provider = {"kind": "anthropic", "base_url": str(server.make_url("")).rstrip("/")}
+    gateway = await make_gateway(
+        providers={"anthropic": provider},
+        routes=[
+            {
+                "name": "msg",
+                "match": {"path": "/v1/messages"},
+                "provider": "anthropic",
+                "cache": {"ttl_s": 60},
+            }
+        ],
+        keys=[{"name": "team-a", "key_sha256": sha(KEY_A), "routes": ["*"]}],
+    )
+    request = {"model": "claude-haiku-4-5", "max_tokens": 20, "temperature": 0}
+    request["messages"] = [{"role": "user", "content": "call f"}]
+    seen = []
+    with structlog.testing.capture_logs() as logs:
+        for stream in (first == "stream", first != "stream"):
+            resp = await gateway.post(
+                "/v1/messages", json={**request, "stream": stream}, headers=ANTHROPIC
+            )
+            await resp.read()
+            seen.append((resp.status, resp.headers.get("x-gateway-cache")))
+    assert seen == [(200, "MISS"), (200, "MISS")]
+    lines = [(line["status"], line["outcome"]) for line in logs if line["event"] == "request"]
+    assert lines == [(200, "ok"), (200, "ok")]
