@@ -88,11 +88,12 @@ def request_digest(
     query: str,
     headers: Mapping[str, str],
     partition: str,
+    raw: bytes = b"",
 ) -> str:
     """sha256 over everything that decides the answer, and over who may see it.
 
     `headers` are the request's `answer_headers`; `payload` is the body sent upstream, after
-    the route's model rewrite.
+    the route's model rewrite, and `raw` that body's bytes (see `_exact_integers`).
     """
     material = {
         "v": KEY_VERSION,
@@ -103,4 +104,19 @@ def request_digest(
         "partition": partition,
         "body": cache_body(payload),
     }
-    return hashlib.sha256(canonical_json(material)).hexdigest()
+    hashed = canonical_json(material)
+    return hashlib.sha256(hashed + _exact_integers(hashed, raw)).hexdigest()
+
+
+def _exact_integers(hashed: bytes, raw: bytes) -> bytes:
+    """The integers of 20 digits or more of the body sent, as written. JSON parsing reads an
+    integer of 2^64 or more as a float, whose 17 significant digits would let two requests
+    the provider tells apart share a key. Written again, such a float has an exponent: only
+    then is the body searched (a search of every byte costs more than the hash)."""
+    if b"e+" not in hashed:  # as orjson writes 1.8446744073709552e+19
+        return b""
+    found = _LONG_INTEGER.findall(raw)
+    return b"\n" + b",".join(found) if found else b""
+
+
+_LONG_INTEGER = re.compile(rb"[0-9]{20,}")

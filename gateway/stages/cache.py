@@ -84,6 +84,7 @@ def _key(ctx: RequestContext, config: CacheConfig) -> str:
         query=ctx.request.query_string,
         headers=answer_headers(ctx.request.headers),
         partition=tenant,
+        raw=ctx.upstream_body,
     )
     return entry_key(tenant, digest)
 

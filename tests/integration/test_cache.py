@@ -171,6 +171,19 @@ async def test_request_differing_in_any_field_is_a_miss(
     assert len(mock.requests) == 2
 
 
+async def test_integers_past_64_bits_that_differ_only_past_a_floats_precision_are_a_miss(
+    gateway: Client, mock: MockState
+) -> None:
+    """Parsed, both are the float 1.8446744073709552e19; the provider reads them exactly."""
+    base = b'{"model":"gpt-4o-mini","temperature":0,"messages":[{"role":"user","content":"Hi"}],'
+    await post(gateway, base + b'"logit_bias":{"1":18446744073709551616}}')
+    resp, _ = await post(gateway, base + b'"logit_bias":{"1":18446744073709551617}}')
+    assert resp.headers["x-gateway-cache"] == "MISS"
+    again, _ = await post(gateway, base + b' "logit_bias": {"1": 18446744073709551617} }')
+    assert again.headers["x-gateway-cache"] == "HIT"  # written alike: one entry
+    assert len(mock.requests) == 2
+
+
 async def test_stream_flag_and_user_field_do_not_split_the_key(
     gateway: Client, mock: MockState
 ) -> None:
