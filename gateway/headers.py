@@ -38,6 +38,10 @@ _NOT_UPSTREAM = frozenset(
         "forwarded",
         "x-real-ip",
         "x-request-id",
+        # Which organisation or project of the operator's key pays is the config's to say
+        # (a provider's `headers:`), not a client's.
+        "openai-organization",
+        "openai-project",
     }
 )
 _NOT_UPSTREAM_PREFIXES = ("x-forwarded-", "x-gateway-")

@@ -155,6 +155,20 @@ async def test_a_credential_the_config_sends_in_a_header_of_its_own_is_redacted_
     assert PROVIDER_KEY not in text
 
 
+async def test_a_client_cannot_choose_the_organisation_or_project_of_the_providers_key(
+    gateway: Client, mock: MockState
+) -> None:
+    """The OpenAI SDK sends them from OPENAI_ORG_ID and OPENAI_PROJECT_ID: dropped, not refused."""
+    headers = {**AUTH, "OpenAI-Organization": "org-other", "OpenAI-Project": "proj-other"}
+    resp = await gateway.post(
+        "/v1/chat/completions", json={"model": "gpt-4o", "messages": []}, headers=headers
+    )
+    assert resp.status == 200
+    sent = mock.requests[0].headers
+    assert "openai-organization" not in sent
+    assert "openai-project" not in sent
+
+
 async def test_hop_by_hop_headers_are_not_forwarded_upstream(
     gateway: Client, mock: MockState
 ) -> None:
