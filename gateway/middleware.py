@@ -7,8 +7,9 @@ import re
 from collections.abc import MutableMapping
 
 import structlog
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from aiohttp.typedefs import Handler
+from aiohttp.web_urldispatcher import _default_expect_handler
 
 from gateway.context import RequestContext
 from gateway.dialects import dialect_for
@@ -103,6 +104,24 @@ def _method_not_allowed(method: str) -> GatewayError:
     )
     err.status, err.error_type = 405, "invalid_request_error"
     return err
+
+
+async def expect_handler(request: web.Request) -> web.StreamResponse | None:
+    """`Expect: 100-continue` answered as aiohttp answers it. Any other expectation, which
+    aiohttp refuses in plain text quoting it, before any middleware runs, is refused here with
+    417 in the client's dialect, and logged as any refusal before a handler is."""
+    expected = request.headers.get("Expect", "")
+    if request.version != HttpVersion11 or expected.lower() == "100-continue":
+        await _default_expect_handler(request)
+        return None
+    request[REQUEST_ID], request[UNIQUE_ID] = request_ids(request)
+    err = GatewayError(
+        "The Expect header may only ask for 100-continue.", code="expectation_failed"
+    )
+    err.status, err.error_type = 417, "invalid_request_error"
+    response = _refuse(request, err)
+    stamp_headers(request, response.headers, response)
+    return response
 
 
 def _dot_segments(path: str) -> bool:

@@ -17,7 +17,7 @@ from gateway.drain import CUT, DRAIN, shutdown_answer
 from gateway.errors import GatewayError
 from gateway.logs import log_request
 from gateway.metrics import METRICS
-from gateway.middleware import CONTEXT, REQUEST_ID, UNIQUE_ID
+from gateway.middleware import CONTEXT, REQUEST_ID, UNIQUE_ID, expect_handler
 from gateway.observe import record_request
 from gateway.pipeline import Next
 from gateway.resilience import RESILIENCE, readiness_detail
@@ -189,5 +189,5 @@ def add_routes(app: web.Application) -> None:
     # plain path in its index at once, where the catch-all costs a walk up the path's
     # segments and a regular-expression match on every request.
     for path in sorted(OPENAI.model_endpoints | ANTHROPIC.model_endpoints):
-        app.router.add_route("*", path, proxy)
-    app.router.add_route("*", "/v1/{tail:.*}", proxy)
+        app.router.add_route("*", path, proxy, expect_handler=expect_handler)
+    app.router.add_route("*", "/v1/{tail:.*}", proxy, expect_handler=expect_handler)

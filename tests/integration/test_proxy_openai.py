@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
+import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.mock import MockState
@@ -167,6 +168,25 @@ async def test_a_client_cannot_choose_the_organisation_or_project_of_the_provide
     sent = mock.requests[0].headers
     assert "openai-organization" not in sent
     assert "openai-project" not in sent
+
+
+@pytest.mark.parametrize(
+    ("path", "anthropic"), [("/v1/chat/completions", False), ("/v1/messages", True)]
+)
+async def test_an_expectation_other_than_100_continue_is_a_417_in_the_dialect(
+    gateway: Client, mock: MockState, path: str, anthropic: bool
+) -> None:
+    body = {"model": "gpt-4o" if not anthropic else "claude-haiku-4-5", "max_tokens": 5}
+    body["messages"] = [{"role": "user", "content": "hi"}]
+    auth = {"x-api-key": KEY_A} if anthropic else AUTH
+    refused = await gateway.post(path, json=body, headers={**auth, "Expect": "x-fast-lane"})
+    error = await refused.json()
+    assert (refused.status, refused.headers["x-should-retry"]) == (417, "false")
+    assert ("type" in error) is anthropic  # Anthropic's shape: {"type": "error", ...}
+    assert "x-request-id" in refused.headers
+    assert mock.requests == []
+    served = await gateway.post(path, json=body, headers={**auth, "Expect": "100-continue"})
+    assert served.status == 200
 
 
 async def test_hop_by_hop_headers_are_not_forwarded_upstream(
