@@ -117,15 +117,20 @@ async def test_provider_error_status_and_body_reach_client(
     assert (await resp.json())["error"]["message"] == "mock 429"
 
 
-async def test_provider_echoing_request_headers_never_reveals_provider_key(
-    gateway: Client,
-) -> None:
+async def _echo_of_our_request(gateway: Client) -> str:
+    """The provider's 400 that echoes the headers it received, as the client gets it."""
     headers = {**AUTH, "x-mock-echo-headers": "1", "x-mock-status": "400"}
     resp = await gateway.post(
         "/v1/chat/completions", json={"model": "gpt-4o", "messages": []}, headers=headers
     )
-    text = await resp.text()
     assert resp.status == 400
+    return await resp.text()
+
+
+async def test_provider_echoing_request_headers_never_reveals_provider_key(
+    gateway: Client,
+) -> None:
+    text = await _echo_of_our_request(gateway)
     assert "authorization" in text.lower()  # the echo happened
     assert PROVIDER_KEY not in text
     assert KEY_A not in text
@@ -144,12 +149,7 @@ async def test_a_credential_the_config_sends_in_a_header_of_its_own_is_redacted_
     }
     anthropic = {"kind": "anthropic", "base_url": mock_url, "api_key": PROVIDER_KEY}
     gateway = await make_gateway(providers={"openai": openai, "anthropic": anthropic})
-    headers = {**AUTH, "x-mock-echo-headers": "1", "x-mock-status": "400"}
-    resp = await gateway.post(
-        "/v1/chat/completions", json={"model": "gpt-4o", "messages": []}, headers=headers
-    )
-    text = await resp.text()
-    assert resp.status == 400
+    text = await _echo_of_our_request(gateway)
     assert "api-key: [redacted]" in text.lower()  # the echo happened
     assert "azure-secret-1234" not in text
     assert "org-secret-5678" not in text
