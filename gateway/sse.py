@@ -6,7 +6,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-_BOUNDARY = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+# The end of an event: the end of its last line, the blank line, and any blank lines after.
+# A line ends with CRLF, LF or CR, and a stream may mix them.
+_EVENT_END = re.compile(rb"(?>\r\n|\r|\n)(?>\r\n|\r|\n)[\r\n]*")
 
 
 class SSEParser:
@@ -38,7 +40,7 @@ class SSEParser:
                     events.append(event)
             return events
         start = 0
-        for match in _BOUNDARY.finditer(buffer):  # the rest is kept once, not once an event
+        for match in _EVENT_END.finditer(buffer):  # the rest is kept once, not once an event
             event = _parse_event(buffer[start : match.start()])
             if event is not None:
                 events.append(event)
@@ -65,8 +67,6 @@ def _parse_event(raw: bytes) -> tuple[str, bytes] | None:
 # CRLF CR. A CR at the very end may still have its LF to come: its line has ended either way.
 _BLANK_ENDINGS = (b"\n\n", b"\n\r\n", b"\r\r\n", b"\r\r", b"\n\r")
 _LF, _CR = 10, 13
-# The end of an event: the end of its last line, the blank line, and any blank lines after.
-_EVENT_END = re.compile(rb"(?>\r\n|\r|\n)(?>\r\n|\r|\n)[\r\n]*")
 
 
 class WholeEvents:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import cast
 
@@ -102,18 +103,31 @@ EVENT = st.tuples(
 )
 
 
+def _endings(choices: list[bytes]) -> Iterator[bytes]:
+    """Line endings taken in turn from `choices`; a CR is never followed by a lone LF, which
+    a reader takes with it as one CRLF."""
+    before = b""
+    for ending in itertools.cycle(choices):
+        if before == b"\r" and ending == b"\n":
+            ending = b"\r\n"
+        yield ending
+        before = ending
+
+
 @given(
     events=st.lists(EVENT, max_size=8),
-    newline=st.sampled_from([b"\n", b"\r\n", b"\r"]),
+    newlines=st.lists(st.sampled_from([b"\n", b"\r\n", b"\r"]), min_size=1, max_size=6),
     cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=12),
 )
 def test_sse_events_do_not_depend_on_how_the_stream_is_cut(
-    events: list[tuple[str | None, list[bytes]]], newline: bytes, cuts: list[int]
+    events: list[tuple[str | None, list[bytes]]], newlines: list[bytes], cuts: list[int]
 ) -> None:
+    """Whatever its line endings, one kind throughout or mixed line by line."""
+    ending = _endings(newlines)
     raw = b"".join(
-        (b"event: " + name.encode() + newline if name else b"")
-        + b"".join(b"data: " + line + newline for line in lines)
-        + newline
+        (b"event: " + name.encode() + next(ending) if name else b"")
+        + b"".join(b"data: " + line + next(ending) for line in lines)
+        + next(ending)
         for name, lines in events
     )
     expected = [(name or "message", b"\n".join(lines)) for name, lines in events]
