@@ -7,9 +7,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-# Only `{identifier}` is a placeholder, so JSON examples such as `{"label": "x"}` in a prompt
-# stay literal; `{{` and `}}` write a literal brace where it would otherwise be ambiguous.
-_TOKEN = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# Only `{identifier}` is a placeholder, so JSON examples in a prompt, nested ones included
+# (`{"a": {"b": 1}}`), stay as they are; `{{identifier}}` writes a literal `{identifier}`.
+_TOKEN = re.compile(r"\{\{([A-Za-z_][A-Za-z0-9_]*)\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 class MissingVariableError(KeyError):
@@ -24,7 +24,7 @@ def placeholders(template: str) -> list[str]:
     """The variable names a template uses, in order of first use."""
     names: list[str] = []
     for match in _TOKEN.finditer(template):
-        name = match.group(1)
+        name = match.group(2)
         if name is not None and name not in names:
             names.append(name)
     return names
@@ -34,10 +34,9 @@ def render(template: str, variables: Mapping[str, Any]) -> str:
     """Fill every placeholder; strings go in as they are, other values as compact JSON."""
 
     def substitute(match: re.Match[str]) -> str:
-        token = match.group(0)
-        if token in ("{{", "}}"):
-            return token[0]
-        name = match.group(1)
+        escaped, name = match.groups()
+        if escaped is not None:
+            return "{" + escaped + "}"
         if name not in variables:
             raise MissingVariableError(name)
         value = variables[name]

@@ -22,6 +22,17 @@ def test_json_braces_in_a_prompt_stay_literal() -> None:
     assert render(template, {"text": "x"}) == 'Answer like {"sentiment": "positive"} about x'
 
 
+def test_nested_json_example_in_a_prompt_is_sent_as_written() -> None:
+    template = 'Answer like {"label": {"name": "positive", "score": 1}} about {text}'
+    assert render(template, {"text": "x"}) == (
+        'Answer like {"label": {"name": "positive", "score": 1}} about x'
+    )
+
+
+def test_doubled_braces_around_anything_but_a_name_stay_as_written() -> None:
+    assert render("{{ }} {{1}} {a}}", {"a": "A"}) == "{{ }} {{1}} A}"
+
+
 def test_doubled_braces_write_a_literal_placeholder() -> None:
     assert render("{{name}} is {name}", {"name": "Ada"}) == "{name} is Ada"
 
