@@ -13,8 +13,14 @@ import aiohttp
 import orjson
 from multidict import CIMultiDictProxy
 
+from gateway.retry import retry_after_s
+
 COST_HEADER = "x-gateway-cost-usd"
 CACHE_HEADER = "x-gateway-cache"
+# A request the gateway refuses for now (the key's rate limit) is sent again after the wait
+# it advises, for at most this long in all: a large test set outlasts a per-minute limit.
+MAX_WAIT_S = 600.0
+DEFAULT_WAIT_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,19 +69,42 @@ class GatewayClient:
         headers = {"Authorization": f"Bearer {self._key}", "Content-Type": "application/json"}
         if no_cache:
             headers["Cache-Control"] = "no-cache"
+        data = orjson.dumps(body)
         async with self._limit:
-            started = time.perf_counter()
-            try:
-                async with self._session.post(
-                    self._endpoint, data=orjson.dumps(body), headers=headers, timeout=self._timeout
-                ) as response:
-                    raw = await response.read()
-            except TimeoutError:
-                return Reply(error=f"timeout after {self._timeout.total:g}s")
-            except aiohttp.ClientError as exc:
-                return Reply(error=f"connection error: {exc or type(exc).__name__}")
-            latency_ms = (time.perf_counter() - started) * 1000
-        return parse_reply(response.status, response.headers, raw, latency_ms)
+            waited = 0.0
+            while True:
+                reply, wait_s = await self._post(data, headers)
+                if wait_s is None or waited + wait_s > MAX_WAIT_S:
+                    return reply
+                await asyncio.sleep(wait_s)
+                waited += wait_s
+
+    async def _post(self, data: bytes, headers: dict[str, str]) -> tuple[Reply, float | None]:
+        """One try: the reply, and how long to wait before sending it again when the gateway
+        says to (its rate limit: `x-should-retry: true`), else None."""
+        assert self._session is not None
+        started = time.perf_counter()
+        try:
+            async with self._session.post(
+                self._endpoint, data=data, headers=headers, timeout=self._timeout
+            ) as response:
+                raw = await response.read()
+        except TimeoutError:
+            return Reply(error=f"timeout after {self._timeout.total:g}s"), None
+        except aiohttp.ClientError as exc:
+            return Reply(error=f"connection error: {exc or type(exc).__name__}"), None
+        latency_ms = (time.perf_counter() - started) * 1000
+        reply = parse_reply(response.status, response.headers, raw, latency_ms)
+        return reply, _wait_before_resending(response.status, response.headers)
+
+
+def _wait_before_resending(status: int, headers: CIMultiDictProxy[str]) -> float | None:
+    """The gateway's advice for a refused request: wait `retry-after-ms` / `Retry-After`
+    (a second when it gives none) when it says `x-should-retry: true`; None otherwise."""
+    if status < 400 or headers.get("x-should-retry", "").strip().lower() != "true":
+        return None
+    wait_s = retry_after_s(headers, time.time())
+    return DEFAULT_WAIT_S if wait_s is None else wait_s
 
 
 def parse_reply(

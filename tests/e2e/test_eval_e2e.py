@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import io
 import json
 import re
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import yaml
+from aiohttp.test_utils import TestServer
 from rich.console import Console
 
+from gateway.app import create_app
+from gateway.config import GatewayConfig
 from gateway.eval.cli import add_arguments, run
-from tests.conftest import Stack
+from tests.conftest import KEY_A, Stack, sha
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "evals" / "sentiment.yaml"
 # Reviews whose words mislead the mock's word-counting classifier (negation, sarcasm, ...).
@@ -88,3 +94,36 @@ async def test_swapped_prompts_b_worse_exits_1(gateway_stack: Stack, tmp_path: P
     assert saved(tmp_path)["gate"]["reason"] == (
         "B's pass rate 0.0% is more than 5.0% below A's 80.0%"
     )
+
+
+async def test_more_requests_than_the_key_rate_limit_are_all_answered_after_waiting(
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+    make_config: Callable[..., GatewayConfig],
+    gateway_stack: Stack,
+    tmp_path: Path,
+) -> None:
+    keys = [
+        {"name": "team-a", "key_sha256": sha(KEY_A), "routes": ["*"], "rate_limit": {"rpm": 600}}
+    ]
+    server = await aiohttp_server(create_app(make_config(keys=keys)))
+    limited = dataclasses.replace(gateway_stack, url=str(server.make_url("")).rstrip("/"))
+    check = {"type": "max_length", "chars": 100}
+    cases = [
+        {"id": f"c{i}", "vars": {"review": f"review {i}"}, "checks": [check]} for i in range(320)
+    ]
+    (tmp_path / "cases.json").write_text(json.dumps(cases))  # 640 requests: 40 over the limit
+    spec = {**yaml.safe_load(EXAMPLE.read_text()), "cases": "cases.json", "concurrency": 16}
+    (tmp_path / "eval.yaml").write_text(yaml.safe_dump(spec))
+
+    assert await gateway_eval(limited, tmp_path / "eval.yaml", tmp_path) == 0
+
+    summary = saved(tmp_path)["summary"]
+    assert [(summary[s]["passed"], summary[s]["errors"]) for s in "AB"] == [(320, 0)] * 2
+    assert len(gateway_stack.mock.requests) == 640
+    async with aiohttp.ClientSession() as session, session.get(f"{limited.url}/metrics") as resp:
+        metrics = await resp.text()
+    refused = re.search(
+        r'llm_gateway_rejections_total\{[^}]*reason="rate_limit"[^}]*\} (\S+)', metrics
+    )
+    assert refused is not None
+    assert float(refused.group(1)) > 0  # so these cases were answered after waiting

@@ -43,6 +43,14 @@ async def _answer(gw: Gateway, request: web.Request) -> web.StreamResponse:
     text = body["messages"][-1]["content"]
     if body["messages"][0]["content"] == JUDGE_SYSTEM:
         return _chat(gw, "PASS: polite enough" if "please" in text else "I think it is fine")
+    if "quota" in text:
+        headers = {"x-should-retry": "false"}
+        return web.json_response(
+            {"error": {"message": "budget spent"}}, status=429, headers=headers
+        )
+    if "busy" in text and sum("busy" in b["messages"][-1]["content"] for b in gw.bodies) <= 2:
+        headers = {"x-should-retry": "true", "retry-after-ms": "20", "Retry-After": "1"}
+        return web.json_response({"error": {"message": "slow down"}}, status=429, headers=headers)
     if "status500" in text:
         return web.json_response({"error": {"message": "upstream exploded"}}, status=500)
     if "garbage" in text:
@@ -134,6 +142,18 @@ async def test_failures_of_single_cases_are_errors_and_the_run_continues(
     summary = summarise(results)
     for side in (summary.A, summary.B):
         assert (side.passed, side.failed, side.errors, side.pass_rate) == (2, 0, 4, 1.0)
+
+
+async def test_request_the_gateway_says_to_retry_is_sent_again_after_its_wait(
+    gw: Gateway, tmp_path: Path
+) -> None:
+    results = await run_eval(write_eval(tmp_path, ["busy", "quota"], concurrency=1), gw)
+    busy, quota = results.cases
+    assert busy.A.runs[0].output == "echo: busy"
+    assert busy.A.verdict == "pass"
+    assert quota.A.runs[0].error == "HTTP 429: budget spent"
+    sent = [body["messages"][-1]["content"] for body in gw.bodies]
+    assert (sent.count("busy"), sent.count("quota")) == (4, 2)  # 2 refused, then A's and B's
 
 
 async def test_cost_is_summed_from_the_gateway_cost_header(gw: Gateway, tmp_path: Path) -> None:
