@@ -274,8 +274,13 @@ class GatewayConfig(Frozen):
         _unique("keys", [k.name for k in self.keys])
         _unique("keys", [k.key_sha256 for k in self.keys], what="key_sha256")
         route_names = {r.name for r in self.routes}
+        key_names = {k.name for k in self.keys}
         known = ", ".join(sorted(self.providers))
         for i, route in enumerate(self.routes):
+            # A misspelt key name would make the route match no request, silently.
+            unknown = [k for k in route.match.keys or () if k not in key_names]
+            if unknown:
+                raise ValueError(f"routes[{i}].match.keys: unknown key {unknown[0]!r}")
             targets = [("provider", route.provider)] + [
                 (f"fallbacks[{j}].provider", f.provider) for j, f in enumerate(route.fallbacks)
             ]

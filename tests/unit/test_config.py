@@ -86,6 +86,12 @@ def test_key_with_unknown_route_is_an_error() -> None:
     assert "keys[1].routes: unknown route 'nope'" in _error(data)
 
 
+def test_route_matching_an_unknown_key_name_is_an_error() -> None:
+    data = base_config("http://127.0.0.1:1")
+    data["routes"][0]["match"]["keys"] = ["team-a", "team-bb"]
+    assert "gw.yaml: routes[0].match.keys: unknown key 'team-bb'" in _error(data)
+
+
 def test_key_hash_must_be_sha256_hex() -> None:
     data = base_config("http://127.0.0.1:1")
     data["keys"][0]["key_sha256"] = "gk-plaintext-key"
