@@ -163,3 +163,20 @@ def test_kubernetes_config_map_holds_a_valid_config_fed_by_the_secret() -> None:
     config = parse_config(data, "configmap.yaml", secret)
     assert config.storage.url.startswith("redis://llm-gateway-redis:")
     assert ("Service", "llm-gateway-redis") in found
+
+
+def test_every_shipped_gateway_command_listens_on_all_interfaces() -> None:
+    """Not left to the config: a replacement config without `server.host` would give pods
+    that never answer their probes, and replicas Prometheus cannot reach."""
+    compose = load(DEPLOY / "compose.yaml")["services"]
+    container = manifests()[("Deployment", "llm-gateway")]["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    cmd_line = next(
+        line for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("CMD ")
+    )
+    commands = [compose[name]["command"] for name in GATEWAY_SERVICES]
+    commands += [container["command"], yaml.safe_load(cmd_line.removeprefix("CMD "))]
+    for command in commands:
+        assert command[:2] == ["gateway", "serve"]
+        assert command[command.index("--host") + 1] == "0.0.0.0"
