@@ -22,7 +22,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="overrides server.host")
     serve.add_argument("--port", type=_port, help="overrides server.port")
     serve.add_argument(
-        "--workers", type=_positive, help="worker processes on the port (overrides server.workers)"
+        "--workers",
+        type=positive_int,
+        help="worker processes on the port (overrides server.workers)",
     )
     # Set by the supervisor on the workers it starts; not for people.
     serve.add_argument("--supervised", action="store_true", help=argparse.SUPPRESS)
@@ -55,11 +57,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be 1 or more")
-    return value
+def positive_int(text: str) -> int:
+    """A whole number of 1 or more, in ASCII digits."""
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"a whole number of 1 or more, not {text!r}")
+    return int(text)
 
 
 def _port(text: str) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import re
 import sys
@@ -18,6 +19,7 @@ from typing import TextIO
 from rich.console import Console
 from rich.text import Text
 
+from gateway.cli import positive_int
 from gateway.eval.errors import EvalInputError
 from gateway.eval.html_report import render_html
 from gateway.eval.manual import score_manually
@@ -50,13 +52,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--url", type=_url, help="gateway base URL (overrides gateway_url)")
     parser.add_argument("--key", help="gateway key (overrides the api_key_env variable)")
-    parser.add_argument("--concurrency", type=_positive, help="requests in flight at once")
+    parser.add_argument("--concurrency", type=positive_int, help="requests in flight at once")
 
 
 def _rate(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError("must be between 0 and 1")
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:  # nan too
+        raise argparse.ArgumentTypeError(f"a number from 0 to 1, not {text!r}")
     return value
 
 
@@ -68,13 +73,6 @@ def _url(text: str) -> str:
 
 
 _URL = re.compile(r"^https?://[^\s/]+")
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 def run(

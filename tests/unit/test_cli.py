@@ -63,6 +63,17 @@ def test_a_port_out_of_range_is_refused_before_anything_starts(
     assert "a port is a number from 1 to 65535, not " in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("workers", ["two", "0", "1.5", "\u0663"])
+def test_workers_that_are_not_a_whole_number_are_named_in_the_error(
+    workers: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--config", "gw.yaml", "--workers", workers])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument --workers: a whole number of 1 or more, not {workers!r}" in err
+
+
 @pytest.mark.parametrize("name", ["", "team x", "-lead", "x" * 65])
 def test_hash_key_refuses_a_name_the_config_would_refuse(
     name: str, capsys: pytest.CaptureFixture[str]

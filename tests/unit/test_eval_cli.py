@@ -143,3 +143,20 @@ def test_out_of_range_option_is_refused_by_the_parser(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as caught:
         parse("e.yaml", *argv)
     assert caught.value.code == 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--concurrency", "many"], "argument --concurrency: a whole number of 1 or more, not"),
+        (["--fail-if-worse-by", "5%"], "argument --fail-if-worse-by: a number from 0 to 1, not"),
+        (["--fail-if-worse-by", "nan"], "argument --fail-if-worse-by: a number from 0 to 1, not"),
+    ],
+)
+def test_a_number_option_that_is_no_number_says_what_it_wants(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        parse("e.yaml", *argv)
+    assert caught.value.code == 2
+    assert message in capsys.readouterr().err
