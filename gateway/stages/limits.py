@@ -268,11 +268,13 @@ def _exhausted(result: Exhausted, plan: Plan) -> GatewayError:
     # What the store counts: spent, and held for requests still in flight.
     if result.period == "tokens":
         spent = f"{result.used} of its {result.limit} tokens this month"
+        most = f"use up to {plan.tokens} tokens"
     else:
         spent = f"${usd(result.used)} of its ${usd(result.limit)} budget this {result.period}"
+        most = f"cost up to ${usd(plan.amount_micro)}"
     return BudgetExhausted(
-        f"Budget exhausted: {label} has spent or reserved {spent} (this request may cost up to "
-        f"${usd(plan.amount_micro)}). It resets at {resets}.",
+        f"Budget exhausted: {label} has spent or reserved {spent} (this request may {most}). "
+        f"It resets at {resets}.",
         headers={"x-gateway-budget-remaining-usd": "0.000000", "x-gateway-budget-resets": resets},
     )
 

@@ -147,7 +147,10 @@ async def test_tokens_per_month_budget(budgeted: Callable[..., Awaitable[Client]
     gateway = await budgeted(keys=_keys(a={"budget": {"tokens_per_month": 40}}))
     resp = await gateway.post("/v1/chat/completions", json={**CHAT, "max_tokens": 100}, headers=A)
     assert resp.status == 429
-    assert "tokens this month" in (await resp.json())["error"]["message"]
+    message = (await resp.json())["error"]["message"]
+    assert "has spent or reserved 0 of its 40 tokens this month" in message
+    assert "(this request may use up to " in message  # in tokens, as the budget counts
+    assert "$" not in message
 
 
 async def test_rate_limit_rpm_answers_429_with_retry_headers(
