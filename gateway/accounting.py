@@ -150,17 +150,18 @@ def _micro(usd: float | None) -> int | None:
 
 def bill(ctx: RequestContext, plan: Plan) -> tuple[int, str, int]:
     """(cost in micro-dollars, how it is known, tokens) — the rules, in order:
-    a cache hit costs nothing; an unpriced model costs its reservation; a usage report is
-    priced; a cut stream is estimated from what was delivered; an answer the provider may
-    have billed but never reported costs the reservation; a provider error costs nothing.
-    Beside the answer, every other try cut while the provider worked on it (a hedge that
-    lost, a per-try timeout before a retry) costs its reservation too."""
+    a cache hit costs nothing (a stale answer: nothing but the tries cut before it); an
+    unpriced model costs its reservation; a usage report is priced; a cut stream is
+    estimated from what was delivered; an answer the provider may have billed but never
+    reported costs the reservation; a provider error costs nothing. Beside the answer,
+    every other try cut while the provider worked on it (a hedge that lost, a per-try
+    timeout before a retry) costs its reservation too."""
     usage = ctx.usage
     if ctx.from_cache:
         if usage is not None and not ctx.saved_micro:  # (billed twice: its header, its end)
             price = _price(ctx, plan)
             ctx.saved_micro = 0 if price is None else price.cost_micro(usage)
-        return 0, "cache", 0
+        return _stale_cut_tries(ctx, plan)
     if not plan.billable or ctx.attempts == 0:
         return 0, "none", 0
     cost, source, tokens = _charge(ctx, plan, usage)
@@ -175,6 +176,15 @@ def bill(ctx: RequestContext, plan: Plan) -> tuple[int, str, int]:
         source if cost else "reserved",
         tokens + cut * plan.tokens,
     )
+
+
+def _stale_cut_tries(ctx: RequestContext, plan: Plan) -> tuple[int, str, int]:
+    """A cache entry costs nothing; but a stale one is served after every target failed,
+    and the tries cut on the way (by a per-try timeout, or the deadline) may be billed."""
+    cut = ctx.cut_tries if plan.billable and ctx.cache_status == "STALE" else 0
+    if not cut:
+        return 0, "cache", 0
+    return cut * plan.amount_micro, "reserved", cut * plan.tokens
 
 
 def _charge(ctx: RequestContext, plan: Plan, usage: Usage | None) -> tuple[int, str, int]:

@@ -119,3 +119,19 @@ async def test_a_stale_answer_counts_no_tokens_as_spent_in_the_statistics(
         usage["prompt_tokens"],
         usage["completion_tokens"],
     )
+
+
+async def test_a_stale_answer_still_bills_the_try_the_deadline_cut(
+    gateway: Client, mock: MockState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The provider worked on the try the deadline cut, and may bill it: the stale answer
+    costs nothing, but that try costs its reservation, as it does when the client gets 504."""
+    slow = {**A, "x-mock-latency-ms": "2000", "x-gateway-timeout": "0.2"}
+    resp, _ = await post(gateway, chat(), slow)
+    assert resp.headers["x-gateway-cache"] == "STALE"
+    stale_cost = resp.headers["x-gateway-cost-usd"]
+    move_clock(monkeypatch, 62)  # past the stale window: the same request gets its 504
+    resp, _ = await post(gateway, chat(), slow)
+    assert resp.status == 504
+    assert float(resp.headers["x-gateway-cost-usd"]) > 0
+    assert stale_cost == resp.headers["x-gateway-cost-usd"]
