@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import time
 from dataclasses import dataclass
 
@@ -219,10 +220,14 @@ def _unreachable(target: Target, exc: BaseException) -> AttemptFailed:
 
 
 def _circuit_open(target: Target, circuit: CircuitBreaker) -> AttemptFailed:
+    """Retry-After is rounded up, so that a client that waits as told finds the cooldown
+    over; half-open (the cooldown over, its one probe under way) it is a second."""
     wait = circuit.retry_in_s()
-    message = f"'{target.label}' is failing and its circuit breaker is open"
-    message += f"; it is tried again in {wait:.0f}s." if wait is not None else "."
-    headers = {"Retry-After": str(max(1, round(wait)))} if wait is not None else None
+    millis = 1000 if wait is None else max(1, math.ceil(wait * 1000))
+    seconds = math.ceil(millis / 1000)
+    when = "one request is testing it now" if wait is None else f"it is tried again in {seconds}s"
+    message = f"'{target.label}' is failing and its circuit breaker is open; {when}."
+    headers = {"Retry-After": str(seconds), "retry-after-ms": str(millis)}
     error = Unavailable(message, code="circuit_open", headers=headers)
     return AttemptFailed(target, Verdict.NEXT_TARGET, "circuit_open", error, provider_failed=False)
 

@@ -200,6 +200,37 @@ async def test_open_circuit_without_fallback_is_a_fast_503(
     assert len(mock.requests) == 1
 
 
+async def test_open_circuit_retry_after_is_the_rest_of_the_cooldown_rounded_up(
+    build: Callable[..., Awaitable[Client]], mock: MockState
+) -> None:
+    """A client that waits as told must find the cooldown over, not arrive just before."""
+    gateway = await build(retry={"attempts": 1}, circuit={"failures": 1, "cooldown_s": 59.5})
+    mock.push([ScriptStep(status=502)], model=PRIMARY)
+    await gateway.post("/v1/chat/completions", json=CHAT, headers=AUTH)
+    resp = await gateway.post("/v1/chat/completions", json=CHAT, headers=AUTH)
+    assert resp.status == 503
+    assert resp.headers["Retry-After"] == "60"
+    assert 59_000 < int(resp.headers["retry-after-ms"]) <= 59_500
+    assert "tried again in 60s" in (await resp.json())["error"]["message"]
+
+
+async def test_a_request_refused_while_the_probe_is_under_way_is_told_when_to_retry(
+    build: Callable[..., Awaitable[Client]], mock: MockState
+) -> None:
+    gateway = await build(retry={"attempts": 1}, circuit={"failures": 1, "cooldown_s": 0.1})
+    mock.push([ScriptStep(status=502), ScriptStep(latency_s=1.0)], model=PRIMARY)
+    await gateway.post("/v1/chat/completions", json=CHAT, headers=AUTH)
+    await asyncio.sleep(0.15)  # the cooldown is over: the next request is the probe
+    probe = asyncio.ensure_future(gateway.post("/v1/chat/completions", json=CHAT, headers=AUTH))
+    while len(mock.requests) < 2:
+        await asyncio.sleep(0.01)
+    resp = await gateway.post("/v1/chat/completions", json=CHAT, headers=AUTH)
+    assert resp.status == 503
+    assert (resp.headers["Retry-After"], resp.headers["retry-after-ms"]) == ("1", "1000")
+    assert "one request is testing it now" in (await resp.json())["error"]["message"]
+    assert (await probe).status == 200
+
+
 async def test_readyz_shows_circuit_states(
     build: Callable[..., Awaitable[Client]], mock: MockState
 ) -> None:
