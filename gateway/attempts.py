@@ -77,7 +77,9 @@ async def attempt(
 ) -> Answer:
     """One attempt, guarded by the target's circuit, counted in `ctx.attempts`, logged."""
     route, _ = ctx.target()
-    circuit = res.circuits.get(target.provider.name, target.model or "", route.circuit)
+    circuit = res.circuits.get(
+        target.provider.name, target.model or "", route.circuit, ctx.runtime.generation
+    )
     permit = circuit.allow()
     if permit is None:
         raise _circuit_open(target, circuit)

@@ -81,8 +81,11 @@ class CircuitBreaker:
     Open: attempts are refused until `cooldown_s` has passed; then one probe passes
     (half-open) and its result closes the circuit or opens it for another cooldown."""
 
-    def __init__(self, config: CircuitConfig, clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self, config: CircuitConfig, clock: Clock = time.monotonic, generation: int = 0
+    ) -> None:
         self.config = config
+        self.generation = generation  # of the config whose settings apply (see the registry)
         self._clock = clock
         self.state = CircuitState.CLOSED
         self.consecutive_failures = 0
@@ -125,6 +128,13 @@ class CircuitBreaker:
         if permit is Permit.PROBE:
             self._probing = False
 
+    def reconfigure(self, config: CircuitConfig, generation: int) -> None:
+        """New settings from a reloaded config; the state is kept (an open circuit stays
+        open), and so are the window's counts unless the window's length changed."""
+        if config.window_s != self.config.window_s:
+            self._window = _Window(config.window_s)
+        self.config, self.generation = config, generation
+
     def retry_in_s(self) -> float | None:
         if self.state is not CircuitState.OPEN:
             return None
@@ -160,13 +170,19 @@ class CircuitRegistry:
             collections.OrderedDict()
         )
 
-    def get(self, provider: str, model: str, config: CircuitConfig) -> CircuitBreaker:
-        """The circuit of a target; the first route to use a target sets its thresholds."""
+    def get(
+        self, provider: str, model: str, config: CircuitConfig, generation: int = 0
+    ) -> CircuitBreaker:
+        """The circuit of a target; the first route to use a target sets its thresholds, and
+        after a reload (a config of a later `generation`) the first route of the new config
+        to use it does. A request still running on an older config changes nothing."""
         key = (provider, model)
         circuit = self._circuits.get(key)
         if circuit is None:
             self._evict(room_for=1)
-            circuit = self._circuits[key] = CircuitBreaker(config, self._clock)
+            circuit = self._circuits[key] = CircuitBreaker(config, self._clock, generation)
+        elif circuit.generation < generation:
+            circuit.reconfigure(config, generation)
         self._circuits.move_to_end(key)
         return circuit
 

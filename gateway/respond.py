@@ -206,7 +206,9 @@ def _count_interruption(ctx: RequestContext) -> None:
     route, provider = ctx.target()
     res = ctx.app[RESILIENCE]
     res.stats.stream_interruptions[provider.name] += 1
-    circuit = res.circuits.get(provider.name, ctx.upstream_model or "", route.circuit)
+    circuit = res.circuits.get(
+        provider.name, ctx.upstream_model or "", route.circuit, ctx.runtime.generation
+    )
     circuit.record(Permit.NORMAL, ok=False)
     _log.warning(
         "stream_interrupted",

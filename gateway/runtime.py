@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import hmac
+import itertools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -13,6 +14,8 @@ from typing import Any
 from gateway.config import GatewayConfig, KeyConfig, RouteConfig
 from gateway.pricing import PriceTable
 from gateway.providers import Provider, build_provider
+
+_GENERATIONS = itertools.count(1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +59,9 @@ class Runtime:
     chosen: dict[tuple[str, str, str, str], CompiledRoute] = field(
         default_factory=dict, compare=False, repr=False
     )
+    # Later loads have larger numbers: state kept across a reload (a circuit breaker) takes
+    # its settings from the newest config that used it.
+    generation: int = field(default_factory=lambda: next(_GENERATIONS), compare=False)
 
     @property
     def choice_by_name(self) -> bool:

@@ -237,3 +237,21 @@ async def _logged(gateway: GatewayProcess, event: str) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"no {event} log line")
+
+
+async def test_circuit_settings_changed_by_a_reload_apply_to_the_circuit_it_keeps(
+    served: Callable[..., Awaitable[tuple[Client, Path]]], mock_url: str
+) -> None:
+    """The circuit keeps its failures across the reload, and the new threshold applies."""
+    route = {"name": "chat", "match": {"path": "/v1/*"}, "provider": "openai"}
+    route["retry"] = {"attempts": 1}
+    client, path = await served(routes=[{**route, "circuit": {"failures": 3}}])
+    auth = {"Authorization": f"Bearer {KEY_A}"}
+    failing = {**auth, "x-mock-status": "500"}
+    assert (await client.post("/v1/chat/completions", json=CHAT, headers=failing)).status == 500
+    write_config(path.parent, _data(mock_url, routes=[{**route, "circuit": {"failures": 2}}]))
+    assert (await _reload(client))[0] == 200
+    assert (await client.post("/v1/chat/completions", json=CHAT, headers=failing)).status == 500
+    resp = await client.post("/v1/chat/completions", json=CHAT, headers=auth)
+    assert resp.status == 503  # two failures in a row: open, as the reloaded config says
+    assert (await resp.json())["error"]["code"] == "circuit_open"

@@ -175,3 +175,16 @@ def test_the_window_counts_what_its_buckets_hold_as_they_expire() -> None:
     assert breaker.window() == (0, 0)
     breaker.record(Permit.NORMAL, ok=False)
     assert breaker.window() == (1, 1)
+
+
+def test_a_later_configs_settings_apply_to_the_circuit_it_keeps_and_an_older_ones_do_not() -> None:
+    clock = Clock()
+    registry = CircuitRegistry(clock=clock)
+    circuit = registry.get("p", "m", CircuitConfig(failures=1, cooldown_s=10), generation=1)
+    _fail(circuit)
+    longer = CircuitConfig(failures=1, cooldown_s=60)
+    assert registry.get("p", "m", longer, generation=2) is circuit
+    assert (circuit.state, circuit.retry_in_s()) == (CircuitState.OPEN, 60.0)
+    # A request still running on the config before the reload changes nothing back.
+    registry.get("p", "m", CircuitConfig(failures=1, cooldown_s=10), generation=1)
+    assert circuit.config == longer
