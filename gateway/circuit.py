@@ -140,6 +140,14 @@ class CircuitBreaker:
             return None
         return max(0.0, self._opened_at + self.config.cooldown_s - self._clock())
 
+    def shown_state(self) -> CircuitState:
+        """The state as the circuit acts now: open past its cooldown, it lets its next
+        request through as a probe, so it is shown half-open (not open for as long as no
+        request comes, which would keep the open-circuit alert firing)."""
+        if self.state is CircuitState.OPEN and self.retry_in_s() == 0.0:
+            return CircuitState.HALF_OPEN
+        return self.state
+
     def window(self) -> tuple[int, int]:
         """(requests, failures) in the current error-rate window."""
         return self._window.totals(self._clock())
@@ -190,15 +198,16 @@ class CircuitRegistry:
         out = []
         for (provider, model), circuit in self._circuits.items():
             total, failed = circuit.window()
+            state = circuit.shown_state()
             out.append(
                 CircuitSnapshot(
                     provider=provider,
                     model=model,
-                    state=circuit.state,
+                    state=state,
                     consecutive_failures=circuit.consecutive_failures,
                     window_requests=total,
                     window_failures=failed,
-                    retry_in_s=circuit.retry_in_s(),
+                    retry_in_s=circuit.retry_in_s() if state is CircuitState.OPEN else None,
                 )
             )
         return out

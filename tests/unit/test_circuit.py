@@ -188,3 +188,16 @@ def test_a_later_configs_settings_apply_to_the_circuit_it_keeps_and_an_older_one
     # A request still running on the config before the reload changes nothing back.
     registry.get("p", "m", CircuitConfig(failures=1, cooldown_s=10), generation=1)
     assert circuit.config == longer
+
+
+def test_an_open_circuit_whose_cooldown_is_over_is_shown_half_open() -> None:
+    """Its next request is the probe: /readyz and the metrics must not show it open (and the
+    open-circuit alert keep firing) for as long as no request comes to it."""
+    clock = Clock()
+    registry = CircuitRegistry(clock=clock)
+    _fail(registry.get("p", "m", CircuitConfig(failures=1, cooldown_s=30)))
+    clock.now += 29
+    assert [s.state for s in registry.snapshot()] == [CircuitState.OPEN]
+    clock.now += 1
+    (snap,) = registry.snapshot()
+    assert (snap.state, snap.retry_in_s) == (CircuitState.HALF_OPEN, None)

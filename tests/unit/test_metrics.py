@@ -9,6 +9,7 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from prometheus_client import CollectorRegistry
 
+from gateway.circuit import CircuitRegistry
 from gateway.config import CircuitConfig, parse_config
 from gateway.context import RequestContext, Usage
 from gateway.dialects import OPENAI
@@ -315,3 +316,20 @@ def test_a_request_recorded_after_a_reload_is_labelled_by_the_new_config(
     labels = {"route": "chat", "provider": "openai", "model": "gpt-4o-mini", "cache": "none"}
     assert value(metrics, "llm_gateway_requests_total", key="team-a", status="200", **labels) == 1
     assert value(metrics, "llm_gateway_requests_total", key="other", status="200", **labels) == 1
+
+
+def test_exporter_shows_a_circuit_past_its_cooldown_as_half_open(metrics: Metrics) -> None:
+    clock = [1000.0]
+    app = web.Application()
+    app[RESILIENCE] = resilience = Resilience(circuits=CircuitRegistry(clock=lambda: clock[0]))
+    circuit = resilience.circuits.get("openai", "gpt-4o-mini", CircuitConfig(failures=1))
+    permit = circuit.allow()
+    assert permit is not None
+    circuit.record(permit, ok=False)
+    exporter = SnapshotExporter(metrics)
+    exporter.sync(app)
+    state = "llm_gateway_circuit_state"
+    assert value(metrics, state, provider="openai", model="gpt-4o-mini") == 2
+    clock[0] += CircuitConfig().cooldown_s
+    exporter.sync(app)
+    assert value(metrics, state, provider="openai", model="gpt-4o-mini") == 1
