@@ -67,6 +67,9 @@ class AttemptFailed(Exception):
     retry_after_s: float | None = None
     # Whether it says the provider is unwell (circuit breaker): 5xx, 408, 429, no connection.
     provider_failed: bool = True
+    # Whether the provider may have made (and billed) an answer the gateway never read: a try
+    # cut by its timeout, or an answer that broke off on its way.
+    maybe_billed: bool = False
 
     def __str__(self) -> str:
         return f"{self.target.label}: {self.reason}"
@@ -91,7 +94,7 @@ async def attempt(
     except AttemptFailed as failed:
         circuit.record(permit, ok=not failed.provider_failed)
         _count(ctx, res, target, number, started, failed.reason, status=_status(failed))
-        if failed.reason == "timeout":  # cut by its per-try timeout, maybe while it worked
+        if failed.maybe_billed:
             ctx.cut_tries += 1
         raise
     except BaseException:
@@ -134,7 +137,8 @@ async def _timed(ctx: RequestContext, res: Resilience, target: Target) -> Answer
             f"Provider '{target.provider.name}' did not answer within the per-try timeout "
             f"of {limit:g}s (route '{route.name}' retry)."
         )
-        raise AttemptFailed(target, Verdict.RETRY, "timeout", DeadlineExceeded(message)) from None
+        error = DeadlineExceeded(message)  # maybe while the provider worked on it
+        raise AttemptFailed(target, Verdict.RETRY, "timeout", error, maybe_billed=True) from None
 
 
 async def _exchange(ctx: RequestContext, res: Resilience, target: Target) -> Answer:
@@ -163,6 +167,8 @@ async def _exchange(ctx: RequestContext, res: Resilience, target: Target) -> Ans
         raise
     except aiohttp.ClientError as exc:
         upstream.close()
+        if upstream.status < 300:  # it answered: the answer was made, and may be billed
+            raise _broke_off(target, exc) from None
         raise _unreachable(target, exc) from None
     except BaseException:
         upstream.close()  # cancelled mid-answer: the provider sees the connection go
@@ -219,6 +225,15 @@ def _unreachable(target: Target, exc: BaseException) -> AttemptFailed:
         f"The gateway could not reach provider '{target.provider.name}' ({type(exc).__name__})."
     )
     return AttemptFailed(target, Verdict.RETRY, "connect_error", UpstreamFailed(message))
+
+
+def _broke_off(target: Target, exc: BaseException) -> AttemptFailed:
+    message = (
+        f"Provider '{target.provider.name}' answered, but its answer broke off before it was "
+        f"complete ({type(exc).__name__})."
+    )
+    error = UpstreamFailed(message)
+    return AttemptFailed(target, Verdict.RETRY, "connect_error", error, maybe_billed=True)
 
 
 def _circuit_open(target: Target, circuit: CircuitBreaker) -> AttemptFailed:

@@ -66,7 +66,21 @@ async def _send(request: web.Request, reply: Reply, step: ScriptStep) -> web.Str
         events = truncate(reply) if step.malformed else reply
         return await send_events(request, events, step, step.headers)
     body = reply[: len(reply) // 2] if step.malformed else reply
+    if step.cut_after is not None:
+        return await _send_cut(request, body, step)
     return web.Response(status=step.status, body=body, content_type=JSON, headers=step.headers)
+
+
+async def _send_cut(request: web.Request, body: bytes, step: ScriptStep) -> web.StreamResponse:
+    """A whole answer announced, but the connection breaks after `cut_after` bytes of it."""
+    response = web.StreamResponse(status=step.status, headers=step.headers)
+    response.content_type, response.content_length = JSON, len(body)
+    await response.prepare(request)
+    await response.write(body[: max(1, step.cut_after or 0)])  # the status line goes out
+    response.force_close()
+    if request.transport is not None:
+        request.transport.abort()
+    return response
 
 
 async def _answer(

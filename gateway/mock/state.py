@@ -40,7 +40,7 @@ class ScriptStep:
     latency_s: float = 0.0  # before the response headers
     ttfb_s: float = 0.0  # streams: after the headers, before the first chunk
     chunk_delay_s: float = 0.0  # streams: between chunks
-    cut_after: int | None = None  # streams: this many chunks, then a broken connection
+    cut_after: int | None = None  # streams: this many chunks, answers: bytes; then it breaks
     malformed: bool = False  # a truncated JSON body with status 200
     reply: str | None = None  # the answer text
     cached_tokens: int | None = None  # None: from `x-mock-cached-tokens`, else 0

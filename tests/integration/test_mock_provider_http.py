@@ -387,6 +387,17 @@ async def test_cut_after_sends_k_chunks_then_breaks_connection(
     assert "[DONE]" not in events
 
 
+async def test_cut_after_on_a_buffered_answer_sends_that_many_bytes_then_breaks(
+    provider: Client,
+) -> None:
+    resp = await provider.post("/v1/chat/completions", json=CHAT, headers={"x-mock-cut-after": "7"})
+    assert resp.status == 200
+    received, broken = await read_until_broken(resp)
+    assert broken
+    assert received == b'{"id":"'
+    assert int(resp.headers["Content-Length"]) > 7
+
+
 async def test_cut_after_beyond_stream_length_still_withholds_terminal_event(
     provider: Client, state: MockState
 ) -> None:

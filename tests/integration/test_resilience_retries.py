@@ -168,6 +168,21 @@ async def test_unreachable_provider_is_retried_then_502(make_gateway: MakeGatewa
     assert resp.headers["x-should-retry"] == "false"
 
 
+async def test_answers_breaking_off_on_every_try_are_a_502_billed_for_each_try(
+    make_gateway: MakeGateway, mock: MockState
+) -> None:
+    """The provider answered each time, so it made (and bills) each answer: not a provider
+    the gateway "could not reach", and not free."""
+    gateway = await _gateway(make_gateway)
+    mock.push([ScriptStep(cut_after=10)] * 3)
+    resp, _ = await _post(gateway)
+    assert (resp.status, resp.headers["x-gateway-attempts"]) == (502, "3")
+    error = (await resp.json())["error"]
+    assert error["code"] == "upstream_failed"
+    assert "answered, but its answer broke off" in error["message"]
+    assert float(resp.headers["x-gateway-cost-usd"]) > 0
+
+
 async def test_per_try_timeout_is_retried_and_the_next_try_answers(
     make_gateway: MakeGateway, mock: MockState
 ) -> None:

@@ -147,6 +147,8 @@ async def test_hedge_answers_when_the_primary_is_slow_and_the_loser_is_cancelled
             {"retry": {**FAST_RETRY, "per_try_timeout_s": 0.2}},
             [ScriptStep(latency_s=2.0), ScriptStep()],
         ),
+        # an answer made whole (and billed) but broken off on its way, then retried
+        ({}, [ScriptStep(cut_after=10), ScriptStep()]),
     ],
 )
 async def test_a_try_cut_while_the_provider_worked_is_billed_at_its_reservation(
