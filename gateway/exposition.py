@@ -2,7 +2,8 @@
 
 Multiprocess mode: when `PROMETHEUS_MULTIPROC_DIR` names a directory (set before the worker
 processes start, emptied by whoever starts them), every worker writes its metrics there and
-/metrics, on any worker, serves the sum (prometheus-client's MultiProcessCollector).
+/metrics, on any worker, serves the sum (prometheus-client's MultiProcessCollector), and the
+budgets as that worker read them from the store for the scrape (`Metrics.budgets`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.registry import Collector
 
 from gateway.metrics import METRICS
 from gateway.requestlog import REQUEST_LOG, RequestLog, size_from_env
@@ -33,12 +35,17 @@ def multiprocess_dir() -> str | None:
     return os.environ.get(MULTIPROC_ENV) or None
 
 
-def render(registry: CollectorRegistry, accept: str, directory: str | None) -> tuple[bytes, str]:
-    """The exposition body and its content type (OpenMetrics when the scraper asks for it)."""
+def render(
+    registry: CollectorRegistry, accept: str, directory: str | None, own: Collector | None = None
+) -> tuple[bytes, str]:
+    """The exposition body and its content type (OpenMetrics when the scraper asks for it).
+    In multiprocess mode: the workers' files, and `own`, which this worker reports alone."""
     if directory is not None:
         registry = CollectorRegistry()
         # prometheus-client's multiprocess module has no annotations
         MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+        if own is not None:
+            registry.register(own)
     encoder, content_type = choose_encoder(accept)
     return encoder(registry), content_type
 
@@ -47,12 +54,14 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     app = request.app
     app[EXPORTER].sync(app)
     await refresh_from_store(app)
-    registry, accept = app[METRICS].registry, request.headers.get("Accept", "")
+    metrics, accept = app[METRICS], request.headers.get("Accept", "")
     directory = multiprocess_dir()
     if directory is None:
-        body, content_type = render(registry, accept, None)
+        body, content_type = render(metrics.registry, accept, None)
     else:  # merging every worker's files reads the disk: keep it off the event loop
-        body, content_type = await asyncio.to_thread(render, registry, accept, directory)
+        body, content_type = await asyncio.to_thread(
+            render, metrics.registry, accept, directory, metrics.budgets
+        )
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 

@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_left
+from collections.abc import Iterator
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics import MetricWrapperBase
 
 from gateway.config import GatewayConfig
@@ -72,6 +74,7 @@ class Metrics:
         # The key and model labels of the month-to-date cost gauges set so far: a label the
         # new month has no cost for yet is set to 0, not left at last month's.
         self.month_cost_labels: tuple[set[str], set[str]] = (set(), set())
+        self.budgets = BudgetGauges()
         self.follow(runtime)
         self._define(registry)
         # Each request histogram's bucket bounds, +Inf last, as prometheus-client keeps them.
@@ -83,7 +86,7 @@ class Metrics:
             self.store_wait: (*OVERHEAD_BUCKETS, float("inf")),
         }
         self._define_derived(registry)
-        self._define_budgets(registry, runtime.config)
+        self._define_budgets(registry)
         self._define_operations(registry)
 
     def follow(self, runtime: Runtime) -> None:
@@ -93,6 +96,10 @@ class Metrics:
         self.keys = frozenset(k.name for k in config.keys)
         self.routes = frozenset(r.name for r in config.routes)
         self.providers = frozenset(config.providers)
+        # The budgets this config has, and no other: a budget the reload removed is gone.
+        self.budgets.limit_to(
+            {(*self.scope_labels(s), period): limit for s, period, limit in budget_limits(config)}
+        )
         # (key, route, provider, model) names -> their label values, under this config.
         self._names: dict[Names, Labels] = {}
         self._slots: dict[tuple[Names, str, str], Slot] = {}  # see `slot`
@@ -330,21 +337,8 @@ class Metrics:
             multiprocess_mode="livemax",
         )
 
-    def _define_budgets(self, r: CollectorRegistry, config: GatewayConfig) -> None:
-        self.budget_spent = Gauge(
-            f"{PREFIX}budget_spent_usd",
-            "Spent in the current UTC period, per budget (key, route or key on route).",
-            ["key", "route", "period"],
-            registry=r,
-            multiprocess_mode="mostrecent",
-        )
-        self.budget_limit = Gauge(
-            f"{PREFIX}budget_limit_usd",
-            "The configured limit per budget and period.",
-            ["key", "route", "period"],
-            registry=r,
-            multiprocess_mode="mostrecent",
-        )
+    def _define_budgets(self, r: CollectorRegistry) -> None:
+        r.register(self.budgets)
         self.budget_alerts = Counter(
             f"{PREFIX}budget_alerts",
             "Budget thresholds crossed (50, 80, 100 percent).",
@@ -365,8 +359,6 @@ class Metrics:
             registry=r,
             multiprocess_mode="mostrecent",
         )
-        for scope, period, limit in budget_limits(config):
-            self.set_budget(scope, period, None, limit)
 
     def scope_labels(self, scope: str) -> tuple[str, str]:
         """(key, route) of a budget scope `k:<key>`, `r:<route>` or `kr:<key>:<route>`."""
@@ -431,12 +423,11 @@ class Metrics:
         self, scope: str, period: str, spent_usd: float | None, limit_usd: float | None
     ) -> None:
         """The spend and limit of one budget in its current period (None: leave as it is)."""
-        key, route = self.scope_labels(scope)
-        labels = (key, route, period if period in BUDGET_PERIODS else OTHER)
+        labels = (*self.scope_labels(scope), period if period in BUDGET_PERIODS else OTHER)
         if spent_usd is not None:
-            self.budget_spent.labels(*labels).set(spent_usd)
+            self.budgets.spent[labels] = spent_usd
         if limit_usd is not None:
-            self.budget_limit.labels(*labels).set(limit_usd)
+            self.budgets.limits[labels] = limit_usd
 
     def budget_alert(self, scope: str, percent: int) -> None:
         key, route = self.scope_labels(scope)
@@ -447,6 +438,55 @@ class Metrics:
 
     def redis_error(self, operation: str) -> None:
         self.redis_errors.labels(word(operation)).inc()
+
+
+BudgetLabels = tuple[str, str, str]  # key, route, period
+
+
+class BudgetGauges:
+    """`llm_gateway_budget_spent_usd` and `_limit_usd`, as a collector: the budgets of the
+    config served now and no other (a budget a reload removed leaves both series at once,
+    rather than stay frozen on its last spend, still over a threshold an alert watches), the
+    spend as the store had it at its last read. These are the store's figures, no process's
+    own: in multiprocess mode the worker that answers the scrape reports its own read of
+    them, not the workers' files (prometheus-client cannot remove a series from those)."""
+
+    LABELS = ("key", "route", "period")
+
+    def __init__(self) -> None:
+        self.limits: dict[BudgetLabels, float] = {}
+        self.spent: dict[BudgetLabels, float] = {}
+
+    def limit_to(self, limits: dict[BudgetLabels, float]) -> None:
+        """The budgets of a (new) config; the spend read for those it kept stays."""
+        self.limits = limits
+        self.spent = {labels: v for labels, v in self.spent.items() if labels in limits}
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        return self._families(False)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        return self._families(True)
+
+    def _families(self, samples: bool) -> Iterator[GaugeMetricFamily]:
+        spent = GaugeMetricFamily(
+            f"{PREFIX}budget_spent_usd",
+            "Spent in the current UTC period, per budget (key, route or key on route).",
+            labels=self.LABELS,
+        )
+        limit = GaugeMetricFamily(
+            f"{PREFIX}budget_limit_usd",
+            "The configured limit per budget and period.",
+            labels=self.LABELS,
+        )
+        # Copies: in multiprocess mode a thread renders, while a scrape's read may set them.
+        limits, spent_usd = (dict(self.limits), dict(self.spent)) if samples else ({}, {})
+        for labels, value in limits.items():
+            limit.add_metric(labels, value)
+            if labels in spent_usd:
+                spent.add_metric(labels, spent_usd[labels])
+        yield spent
+        yield limit
 
 
 Counted = tuple[Counter, tuple[str, ...]]  # a key of `Metrics.counts`

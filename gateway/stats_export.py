@@ -117,6 +117,8 @@ async def refresh_from_store(app: web.Application) -> None:
     except (StoreUnavailable, TimeoutError):
         metrics.redis_error("metrics_refresh")
         return
+    if app[RUNTIME].config is not config:  # reloaded meanwhile: a budget read may be gone
+        return
     for (scope, period, limit), micro in zip(limits, spent, strict=True):
         metrics.set_budget(scope, period, micro / MICRO, limit)
     set_month_costs(metrics, stats)

@@ -142,6 +142,34 @@ async def test_a_reload_that_fails_on_our_side_is_counted_and_keeps_the_config(
     assert _samples(metrics, "llm_gateway_config_reloads_total")[(("result", "error"),)] == 1
 
 
+def _budgeted(mock_url: str, **budget: float) -> dict[str, Any]:
+    data = _data(mock_url)
+    data["keys"][0]["budget"] = budget
+    return data
+
+
+async def test_a_budget_the_reload_removed_leaves_the_budget_gauges_and_alerts(
+    served: Callable[..., Awaitable[tuple[Client, Path]]], mock_url: str
+) -> None:
+    """A dropped budget must not stay on /metrics frozen at its last spend, where the budget
+    panel and the 80 % alert would keep reading it until the next restart."""
+    client, path = await served(
+        keys=_budgeted(mock_url, usd_per_day=100, usd_per_month=500)["keys"]
+    )
+    auth = {"Authorization": f"Bearer {KEY_A}"}
+    assert (await client.post("/v1/chat/completions", json=CHAT, headers=auth)).status == 200
+    day = (("key", "team-a"), ("period", "day"), ("route", ""))
+    month = (("key", "team-a"), ("period", "month"), ("route", ""))
+    before = await (await client.get("/metrics")).text()
+    assert _samples(before, "llm_gateway_budget_spent_usd")[day] > 0
+    write_config(path.parent, _budgeted(mock_url, usd_per_month=500))
+    assert (await _reload(client))[0] == 200
+    after = await (await client.get("/metrics")).text()
+    for name in ("llm_gateway_budget_spent_usd", "llm_gateway_budget_limit_usd"):
+        assert set(_samples(after, name)) == {month}, name
+    assert _samples(after, "llm_gateway_budget_limit_usd")[month] == 500
+
+
 async def test_request_in_flight_finishes_on_the_config_it_started_with(
     served: Callable[..., Awaitable[tuple[Client, Path]]], mock_url: str, mock: MockState
 ) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -18,10 +20,16 @@ from tests.processes import GatewayProcess, free_port, write_config
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
 
+def budgeted(mock_url: str, **budget: float) -> dict[str, Any]:
+    data = base_config(mock_url)
+    data["keys"][0]["budget"] = budget
+    return data
+
+
 @pytest.fixture
 def workers(tmp_path: Path, mock_url: str) -> Iterator[list[GatewayProcess]]:
     """Two `gateway serve` processes, one metrics directory."""
-    config = write_config(tmp_path, base_config(mock_url))
+    config = write_config(tmp_path, budgeted(mock_url, usd_per_day=5, usd_per_month=50))
     directory = tmp_path / "prom"
     directory.mkdir()
     env = {"PROMETHEUS_MULTIPROC_DIR": str(directory)}
@@ -70,3 +78,34 @@ async def test_two_processes_writing_one_directory_are_summed_on_scrape(
                     assert resp.status == 200
         for url in urls:
             assert await scraped_total(session, url) == 5
+
+
+def budget_periods(text: str) -> set[str]:
+    """The periods of team-a's budget limits on a scrape."""
+    return {
+        s.labels["period"]
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "llm_gateway_budget_limit_usd" and s.labels["key"] == "team-a"
+    }
+
+
+async def test_a_budget_removed_by_a_reload_leaves_every_workers_scrape(
+    workers: list[GatewayProcess], tmp_path: Path, mock_url: str
+) -> None:
+    for worker in workers:
+        await worker.ready()
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{workers[0].url}/metrics") as resp:
+            assert budget_periods(await resp.text()) == {"day", "month"}
+        write_config(tmp_path, budgeted(mock_url, usd_per_month=50))
+        for worker in workers:  # as the supervisor passes a SIGHUP on
+            worker.signal(signal.SIGHUP)
+        for worker in workers:
+            for _ in range(100):
+                async with session.get(f"{worker.url}/metrics") as resp:
+                    periods = budget_periods(await resp.text())
+                if periods == {"month"}:
+                    break
+                await asyncio.sleep(0.05)
+            assert periods == {"month"}, worker.url
