@@ -52,8 +52,10 @@ def listen_addresses(config: GatewayConfig) -> list[Address]:
 
 
 def check_listen(config: GatewayConfig, source: str) -> None:
-    """Refuse a config whose admin address shares the public port, or whose provider URL
-    points back at this gateway (every request would loop through it until it timed out)."""
+    """Refuse a config whose admin address shares the public port, whose provider URL
+    points back at this gateway (every request would loop through it until it timed out), or
+    whose workers would each keep their own embedded store."""
+    _check_shared_store(config, source)
     admin = config.admin.listen if config.admin is not None else None
     if admin is not None and admin.port == config.server.port:
         raise ConfigError(
@@ -68,6 +70,20 @@ def check_listen(config: GatewayConfig, source: str) -> None:
                     f"{source}: providers.{name}.base_url: {provider.base_url} points at this "
                     f"gateway itself (it listens on {host}:{port}); requests would loop"
                 )
+
+
+def _check_shared_store(config: GatewayConfig, source: str) -> None:
+    """`memory://` lives in one process: with several workers each would hold its own
+    budgets and rate limits (every limit multiplied by the workers), cache and request log,
+    and the admin views would show whichever worker answered."""
+    workers = config.server.workers
+    if workers > 1 and config.storage.url.startswith("memory://"):
+        raise ConfigError(
+            f"{source}: server.workers: {workers} workers (or --workers {workers}) need a "
+            "store they share, and storage.url memory:// is each process's own: their "
+            "budgets and rate limits would each count apart. Set storage.url to a Redis "
+            "(redis://host:6379/0), or run one worker"
+        )
 
 
 def _normal(host: str) -> str:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +22,8 @@ NEW_KEY = "gk-new-for-every-worker"
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
 
-def _data(mock_url: str) -> dict[str, Any]:
-    return base_config(mock_url, admin={"token_sha256": sha(ADMIN)})
+def _data(mock_url: str, store: str) -> dict[str, Any]:
+    return base_config(mock_url, admin={"token_sha256": sha(ADMIN)}, storage={"url": store})
 
 
 async def _post_fresh(url: str, key: str) -> int:
@@ -68,11 +70,11 @@ def _requests_total(text: str) -> float:
 
 
 async def test_two_workers_share_the_port_sum_metrics_survive_a_kill_and_reload_together(
-    tmp_path: Path, mock_url: str
+    tmp_path: Path, mock_url: str, redis_url: str
 ) -> None:
     env_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     assert env_dir is None  # the gateway makes its own directory
-    path = write_config(tmp_path, _data(mock_url))
+    path = write_config(tmp_path, _data(mock_url, redis_url))
     gateway = GatewayProcess(path, free_port(), tmp_path / "gateway.log", ["--workers", "2"])
     try:
         await gateway.ready()
@@ -87,7 +89,7 @@ async def test_two_workers_share_the_port_sum_metrics_survive_a_kill_and_reload_
         await _until(lambda: len(_worker_pids(gateway)) == 3)  # a replacement started
         assert await _post_fresh(gateway.url, KEY_A) == 200
 
-        data = _data(mock_url)
+        data = _data(mock_url, redis_url)
         data["keys"].append({"name": "team-new", "key_sha256": sha(NEW_KEY), "routes": ["*"]})
         write_config(tmp_path, data)
         async with (
@@ -110,3 +112,33 @@ async def test_two_workers_share_the_port_sum_metrics_survive_a_kill_and_reload_
         assert not Path(metrics_dir["metrics_dir"]).exists()  # the directory it made is gone
     finally:
         gateway.stop()
+
+
+def test_workers_on_the_embedded_store_are_refused_at_start(tmp_path: Path, mock_url: str) -> None:
+    """Each worker would keep its own memory:// store: every budget and rate limit counted
+    once per worker, and the admin views showing whichever worker answered."""
+    path = write_config(tmp_path, _data(mock_url, "memory://"))
+    serve = ["serve", "--config", str(path), "--port", str(free_port()), "--workers", "2"]
+    code, errors = _gateway(tmp_path, serve)
+    assert code == 2
+    assert f"{path}: server.workers: 2 workers (or --workers 2) need a store" in errors
+    assert "storage.url" in errors
+    write_config(tmp_path, {**_data(mock_url, "memory://"), "server": {"workers": 2}})
+    code, errors = _gateway(tmp_path, ["check-config", str(path)])
+    assert code == 2
+    assert "server.workers: 2 workers" in errors
+
+
+def _gateway(tmp_path: Path, args: list[str]) -> tuple[int, str]:
+    """Exit code and stderr of a `gateway` command (into a file: workers that did start
+    would hold a pipe open)."""
+    errors = tmp_path / "stderr.txt"
+    with errors.open("wb") as out:
+        done = subprocess.run(
+            [sys.executable, "-m", "gateway", *args],
+            stdout=subprocess.DEVNULL,
+            stderr=out,
+            timeout=30,
+            check=False,
+        )
+    return done.returncode, errors.read_text()
