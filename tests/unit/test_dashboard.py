@@ -84,6 +84,19 @@ def test_panels_use_only_the_dashboards_variables() -> None:
             assert used <= KNOWN_VARIABLES, (panel["title"], used)
 
 
+def test_a_ratio_filters_what_it_divides_and_what_it_divides_by_alike() -> None:
+    """A share whose numerator ignores a variable its denominator applies (or the other way
+    round) goes past 100 % once that variable picks one value."""
+    for panel in query_panels():
+        for target in panel["targets"]:
+            expr = target["expr"]
+            if " / " not in expr:
+                continue
+            top, bottom = expr.split(" / ", 1)
+            used = [set(re.findall(r"\$(route|model|key)\b", side)) for side in (top, bottom)]
+            assert used[0] == used[1], (panel["title"], used)
+
+
 def test_route_model_and_key_variables_offer_all_as_a_regex() -> None:
     variables = {v["name"]: v for v in dashboard()["templating"]["list"]}
     assert set(variables) == {"route", "model", "key"}
