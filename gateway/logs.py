@@ -11,7 +11,7 @@ import math
 import sys
 import time
 from datetime import UTC, datetime
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TextIO, cast
 
 import orjson
 import structlog
@@ -36,10 +36,10 @@ def configure_logging(config: LoggingConfig) -> None:
     renderer: Any
     if config.format == "json":
         renderer = structlog.processors.JSONRenderer(serializer=orjson.dumps)
-        factory: Any = structlog.BytesLoggerFactory(_buffered_stdout())
+        factory: Any = structlog.BytesLoggerFactory(cast(BinaryIO, _Unfailing(_buffered_stdout())))
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=False)
-        factory = structlog.PrintLoggerFactory(sys.stdout)
+        factory = structlog.PrintLoggerFactory(cast(TextIO, _Unfailing(sys.stdout)))
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
@@ -92,6 +92,25 @@ def _buffered_stdout() -> BinaryIO:
 def _flush_quietly(out: BinaryIO) -> None:
     with contextlib.suppress(OSError, ValueError):  # stdout closed, or a reader gone
         out.flush()
+
+
+class _Unfailing:
+    """stdout for structlog, which writes and flushes each line itself: a line that cannot
+    be written (the log's reader gone: a broken pipe) is lost, and the caller goes on (an
+    answer, a drain) instead of failing on it."""
+
+    __slots__ = ("__weakref__", "_out")
+
+    def __init__(self, out: Any) -> None:
+        self._out = out
+
+    def write(self, data: Any) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self._out.write(data)
+
+    def flush(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self._out.flush()
 
 
 _stdout: io.BufferedWriter | None = None  # stdout's buffer, when Python left it unbuffered
@@ -155,7 +174,10 @@ def log_request(ctx: RequestContext) -> tuple[dict[str, Any], bytes | None]:
     # that dict: the last three fields go after the fields' own JSON object.
     data = orjson.dumps(fields)
     ending = b',"event":"request","level":"info","timestamp":"%s"}\n' % utc_timestamp().encode()
-    out.write(data[:-1] + ending)
+    try:
+        out.write(data[:-1] + ending)
+    except OSError:  # the log's reader gone (a broken pipe): the line is lost, not the answer
+        return fields, data
     _flush_at_end_of_turn(out)
     return fields, data
 
@@ -183,7 +205,7 @@ def _flush_at_end_of_turn(out: BinaryIO) -> None:
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
-        out.flush()
+        _flush_quietly(out)
         return
     if _flush_on is not loop:  # none is due on this loop (one that closed never ran its own)
         _flush_on = loop
@@ -193,7 +215,7 @@ def _flush_at_end_of_turn(out: BinaryIO) -> None:
 def _flush(out: BinaryIO) -> None:
     global _flush_on
     _flush_on = None
-    out.flush()
+    _flush_quietly(out)
 
 
 _flush_on: asyncio.AbstractEventLoop | None = None  # the loop a flush is due on

@@ -150,8 +150,8 @@ async def _stop_when_orphaned(stop: asyncio.Event) -> None:
         await asyncio.sleep(ORPHAN_CHECK_S)
         if os.getppid() != parent:
             break
-    _log.warning("supervisor_gone", parent=parent)
     stop.set()
+    _log.warning("supervisor_gone", parent=parent)
 
 
 def _spawn(tasks: set[asyncio.Task[Any]], coro: Coroutine[Any, Any, None]) -> None:

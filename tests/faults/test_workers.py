@@ -4,14 +4,18 @@ that dies is replaced, a reload reaches every worker, SIGTERM stops them all wit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import KEY_A, base_config, sha
@@ -142,3 +146,65 @@ def _gateway(tmp_path: Path, args: list[str]) -> tuple[int, str]:
             check=False,
         )
     return done.returncode, errors.read_text()
+
+
+def _exited(pid: int) -> bool:
+    """Gone, or a zombie nobody reaps (its parent, the supervisor, was killed)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def _read_more(fd: int, got: bytearray) -> list[bytes]:
+    """Into `got`, what there is to read now; the whole lines read so far."""
+    with contextlib.suppress(BlockingIOError):
+        while chunk := os.read(fd, 65536):
+            got += chunk
+    return bytes(got[: got.rfind(b"\n") + 1]).splitlines()
+
+
+def _listening_pids(lines: list[bytes]) -> list[int]:
+    found = (orjson.loads(x) for x in lines if x.startswith(b"{"))
+    return [x["pid"] for x in found if x.get("event") == "listening"]
+
+
+@pytest.mark.parametrize("output", ["file", "pipe whose reader is gone"])
+def test_workers_whose_supervisor_is_killed_drain_and_exit(
+    tmp_path: Path, mock_url: str, redis_url: str, output: str
+) -> None:
+    """Their log going nowhere (the supervisor's output was a pipe, read by a process that
+    went with it) must not keep them alive: writing the line that says so failed, before."""
+    path = write_config(tmp_path, _data(mock_url, redis_url))
+    serve = ["serve", "--config", str(path), "--port", str(free_port()), "--workers", "2"]
+    if output == "file":
+        reader = os.open(tmp_path / "out.log", os.O_RDONLY | os.O_CREAT)
+        out = os.open(tmp_path / "out.log", os.O_WRONLY)
+    else:
+        reader, out = os.pipe()
+        os.set_blocking(reader, False)
+    supervisor = subprocess.Popen([sys.executable, "-m", "gateway", *serve], stdout=out, stderr=out)
+    os.close(out)  # the supervisor and its workers hold it
+    got, lines = bytearray(), []
+    try:
+        for _ in range(400):
+            lines = _read_more(reader, got)
+            if len(workers := _listening_pids(lines)) == 2:
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError(f"two workers never listened: {lines[-5:]}")
+        supervisor.kill()
+        supervisor.wait()
+        os.close(reader)  # the log's reader goes too: a pipe's writers now fail
+        for _ in range(400):
+            if all(_exited(pid) for pid in workers):
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError(f"workers still running: {workers}")
+    finally:
+        supervisor.kill()
+        for pid in _listening_pids(lines):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
