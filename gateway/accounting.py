@@ -161,7 +161,9 @@ def bill(ctx: RequestContext, plan: Plan) -> tuple[int, str, int]:
         if usage is not None and not ctx.saved_micro:  # (billed twice: its header, its end)
             price = _price(ctx, plan)
             ctx.saved_micro = 0 if price is None else price.cost_micro(usage)
-        return _stale_cut_tries(ctx, plan)
+        if ctx.cut_tries:  # a stale answer, after every target failed
+            return _stale_cut_tries(ctx, plan)
+        return 0, "cache", 0
     if not plan.billable or ctx.attempts == 0:
         return 0, "none", 0
     cost, source, tokens = _charge(ctx, plan, usage)
@@ -181,9 +183,9 @@ def bill(ctx: RequestContext, plan: Plan) -> tuple[int, str, int]:
 def _stale_cut_tries(ctx: RequestContext, plan: Plan) -> tuple[int, str, int]:
     """A cache entry costs nothing; but a stale one is served after every target failed,
     and the tries cut on the way (by a per-try timeout, or the deadline) may be billed."""
-    cut = ctx.cut_tries if plan.billable and ctx.cache_status == "STALE" else 0
-    if not cut:
+    if not plan.billable or ctx.cache_status != "STALE":
         return 0, "cache", 0
+    cut = ctx.cut_tries
     return cut * plan.amount_micro, "reserved", cut * plan.tokens
 
 
