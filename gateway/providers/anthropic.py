@@ -30,20 +30,28 @@ class AnthropicProvider(Provider):
 
 
 class _AnthropicStreamUsage(StreamUsageReader):
+    def __init__(self) -> None:
+        super().__init__()
+        self._counts: dict[str, Any] = {}  # the counts reported so far, by field
+
     def on_usage_event(self, name: str, obj: dict[str, Any]) -> None:
         kind = obj.get("type")
         if kind == "message_start" and isinstance(obj.get("message"), dict):
-            self.usage = anthropic_usage(obj["message"].get("usage"))
+            raw = obj["message"].get("usage")
+            if isinstance(raw, dict):
+                self._counts = dict(raw)
+                self.usage = anthropic_usage(raw)
         elif kind == "message_delta":
-            delta = anthropic_usage(obj.get("usage"))
-            if delta is None:
+            raw = obj.get("usage")
+            if not isinstance(raw, dict):
                 return
             self.final = True  # message_start counts the input; the output is counted here
-            if self.usage is None:
-                self.usage = delta
-            else:
-                # message_delta carries the cumulative output count.
-                self.usage.output_tokens = delta.output_tokens
+            # Its counts are cumulative totals, each one sent replacing message_start's: with
+            # a server tool (web search), the input grew during the answer. A count it leaves
+            # out, or sends as null, stands as message_start reported it.
+            counts = raw.items()
+            self._counts.update((field, n) for field, n in counts if n is not None)
+            self.usage = anthropic_usage(self._counts)
 
 
 def anthropic_usage(raw: Any) -> Usage | None:

@@ -88,6 +88,25 @@ def test_anthropic_stream_usage_from_message_start_and_delta() -> None:
     assert (reader.usage, reader.final) == (Usage(35, 42, 5, 0), True)
 
 
+def test_anthropic_stream_usage_takes_the_cumulative_input_of_message_delta() -> None:
+    """With a server tool (web search), the input grows during the answer: message_delta
+    reports the totals, as the final message of the same answer would."""
+    reader = ANTHROPIC.stream_usage_reader()
+    reader.feed(
+        b"event: message_start\n"
+        b'data: {"type":"message_start","message":{"usage":{"input_tokens":2679,'
+        b'"cache_creation_input_tokens":0,"cache_read_input_tokens":100,"output_tokens":3}}}\n\n'
+        b"event: message_delta\n"
+        b'data: {"type":"message_delta","delta":{"stop_reason":"end_turn"},'
+        b'"usage":{"input_tokens":10682,"cache_creation_input_tokens":null,'
+        b'"cache_read_input_tokens":400,"output_tokens":510,'
+        b'"server_tool_use":{"web_search_requests":1}}}\n\n'
+    )
+    final = {"input_tokens": 10682, "cache_read_input_tokens": 400, "output_tokens": 510}
+    assert reader.usage == ANTHROPIC.usage_from_body({"usage": final})
+    assert reader.usage == Usage(11082, 510, 400, 0)
+
+
 def test_sse_parser_handles_crlf_and_multiline_data() -> None:
     events = SSEParser().feed(b"event: x\r\ndata: a\r\ndata: b\r\n\r\n: comment\n\n")
     assert events == [("x", b"a\nb")]
