@@ -37,6 +37,10 @@ _API_FIELDS = frozenset(
         "top_p", "truncation", "user",
     }
 )  # fmt: skip
+# Fields of one path whose name the rule above would refuse, but which choose no upstream:
+# a batch's `endpoint` is the API path its requests are for ("/v1/chat/completions").
+_PATH_FIELDS = {"/v1/batches": frozenset({"endpoint"})}
+_NO_FIELDS: frozenset[str] = frozenset()
 # The deepest nesting of arrays and objects that `reencode` writes wherever it is used.
 MAX_NESTING = 253
 _DECODED_ENCODINGS = frozenset({"", "identity", "gzip", "deflate", "br", "zstd"})
@@ -81,7 +85,7 @@ async def read_body(ctx: RequestContext, call_next: Next) -> web.StreamResponse:
     if needs_model or (ctx.body and request.content_type == "application/json"):
         ctx.payload = _parse(ctx.body, required=needs_model)
     if ctx.payload is not None:
-        _refuse_upstream_fields(ctx.payload)
+        _refuse_upstream_fields(ctx.payload, request.path)
         model = ctx.payload.get("model")
         if needs_model and (not isinstance(model, str) or not model):
             raise BadRequest("The request body needs a 'model' string.", param="model")
@@ -148,12 +152,13 @@ def reencode(value: Any, option: int | None = None) -> bytes:
         ) from None
 
 
-def _refuse_upstream_fields(payload: dict[str, Any]) -> None:
+def _refuse_upstream_fields(payload: dict[str, Any], path: str) -> None:
     for field in payload:
         if field in _API_FIELDS:
             continue
         lower = field.lower()
-        if lower in _UPSTREAM_FIELDS or lower.endswith(_UPSTREAM_SUFFIXES):
+        refused = lower in _UPSTREAM_FIELDS or lower.endswith(_UPSTREAM_SUFFIXES)
+        if refused and field not in _PATH_FIELDS.get(path, _NO_FIELDS):
             raise BadRequest(
                 f"The field '{field}' is not accepted: the gateway's configuration alone "
                 "chooses the provider and its credentials.",

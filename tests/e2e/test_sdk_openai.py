@@ -82,6 +82,28 @@ async def test_upstream_override_field_raises_bad_request(gateway_stack: Stack) 
             )
 
 
+async def test_batch_create_reaches_the_provider_with_its_endpoint_field(
+    gateway_stack: Stack,
+) -> None:
+    """A batch's `endpoint` is the API path of its requests, not an upstream: it is sent on
+    (the mock has no batches API, so its own 404 comes back); elsewhere it is refused."""
+    async with _client(gateway_stack, max_retries=0) as client:
+        with pytest.raises(openai.NotFoundError) as info:
+            await client.batches.create(
+                input_file_id="file-abc",
+                endpoint="/v1/chat/completions",
+                completion_window="24h",
+            )
+        assert info.value.code == "unknown_url"  # the provider's answer
+        (sent,) = gateway_stack.mock.requests
+        assert (sent.path, sent.json()["endpoint"]) == ("/v1/batches", "/v1/chat/completions")
+        with pytest.raises(openai.BadRequestError) as refused:
+            await client.chat.completions.create(
+                model="gpt-4o-mini", messages=[], extra_body={"endpoint": "http://x"}
+            )
+        assert refused.value.code == "upstream_override_refused"
+
+
 async def test_body_over_limit_raises_413_status_error(gateway_stack: Stack) -> None:
     async with _client(gateway_stack, max_retries=0) as client:
         with pytest.raises(openai.APIStatusError) as info:
