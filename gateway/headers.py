@@ -30,6 +30,10 @@ _NOT_UPSTREAM = frozenset(
         "host",
         "content-length",
         "content-encoding",  # the body goes upstream as the gateway read it: inflated
+        # Answered by the gateway, which has the whole body before it calls the provider: sent
+        # on, it would have the request wait for the provider's 100 Continue (a round trip,
+        # or, from one that sends none, the whole deadline).
+        "expect",
         "accept-encoding",
         "authorization",
         "x-api-key",

@@ -7,7 +7,8 @@ from typing import Any
 
 import orjson
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.mock import MockState
 from tests.conftest import KEY_A, KEY_B, PROVIDER_KEY, sha
@@ -260,3 +261,35 @@ async def test_route_limited_to_named_keys(make_gateway: Any) -> None:
         )
         routed.append(resp.headers["x-gateway-route"])
     assert routed == ["default", "b-only", "default", "b-only"]
+
+
+async def test_a_clients_expect_100_continue_is_answered_by_the_gateway_not_sent_upstream(
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+    make_gateway: Callable[..., Awaitable[Client]],
+) -> None:
+    """The gateway reads the whole body before it calls the provider: an `Expect` sent on
+    would have it wait for the provider's 100 Continue (a round trip before the body), and,
+    from a provider or proxy that never sends one, until the deadline."""
+    seen: list[str | None] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Expect"))
+        await request.read()
+        return web.json_response({"choices": []})
+
+    async def no_interim_answer(request: web.Request) -> None:
+        return None  # a server that sends no 100 Continue and waits for the body
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", answer, expect_handler=no_interim_answer)
+    url = str((await aiohttp_server(app)).make_url("/v1")).rstrip("/")
+    providers = {
+        "openai": {"kind": "openai", "base_url": url},
+        "anthropic": {"kind": "anthropic", "base_url": url},
+    }
+    gateway = await make_gateway(providers=providers)
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+    headers = {**AUTH, "Expect": "100-continue", "x-gateway-timeout": "3"}
+    resp = await gateway.post("/v1/chat/completions", json=body, headers=headers)
+    assert resp.status == 200
+    assert seen == [None]

@@ -19,6 +19,7 @@ def test_upstream_drops_gateway_key_hop_by_hop_and_forwarding_headers() -> None:
             ("Connection", "keep-alive, X-Private"),
             ("X-Private", "1"),
             ("TE", "trailers"),
+            ("Expect", "100-continue"),
             ("X-Forwarded-For", "1.2.3.4"),
             ("x-gateway-cache-ttl", "5"),
             ("Cookie", "a=b"),
