@@ -116,6 +116,11 @@ def upstream_headers(
     return out
 
 
+# The provider's id of the request (OpenAI's `x-request-id`), which its support asks for,
+# reaches the client under this name: `x-request-id` is the gateway's own.
+UPSTREAM_REQUEST_ID = "x-gateway-upstream-request-id"
+
+
 def downstream_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
     """Provider response headers that may reach the client."""
     dropped = _connection_named(upstream)
@@ -124,4 +129,6 @@ def downstream_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
         lower = name.lower()
         if lower not in _DROP_DOWNSTREAM and lower not in dropped:
             out.add(name, value)
+        elif lower == "x-request-id":
+            out[UPSTREAM_REQUEST_ID] = value
     return out

@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.mock import MockState
+from gateway.mock import MockState, ScriptStep
 from tests.conftest import KEY_A, KEY_B, PROVIDER_KEY, sha
 
 Client = TestClient[Any, Any]
@@ -57,6 +57,19 @@ async def test_client_request_id_is_kept_when_well_formed(gateway: Client) -> No
     assert resp.headers["x-request-id"] == "trace-123"
     bad = await gateway.get("/v1/models", headers={**AUTH, "x-request-id": "a b\tc"})
     assert bad.headers["x-request-id"] != "a b\tc"
+
+
+async def test_the_providers_request_id_reaches_the_client_beside_the_gateways(
+    gateway: Client, mock: MockState
+) -> None:
+    """OpenAI's support asks for its `x-request-id`; the gateway's own takes that name."""
+    mock.push([ScriptStep(headers={"x-request-id": "req_5f1d0c2a"})])
+    chat = {"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}
+    resp = await gateway.post("/v1/chat/completions", json=chat, headers=AUTH)
+    assert resp.status == 200
+    assert resp.headers["x-gateway-upstream-request-id"] == "req_5f1d0c2a"
+    assert resp.headers.getall("x-request-id") == [resp.headers["x-request-id"]]
+    assert resp.headers["x-request-id"] != "req_5f1d0c2a"
 
 
 async def test_model_rewrite_changes_only_the_model(gateway: Client, mock: MockState) -> None:

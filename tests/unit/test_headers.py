@@ -53,9 +53,11 @@ def test_downstream_drops_framing_cookies_and_provider_account_headers() -> None
             ("Set-Cookie", "__cf_bm=x"),
             ("openai-organization", "acme-corp"),
             ("x-ratelimit-remaining-requests", "10"),
+            ("x-request-id", "req_8f2c"),
         ]
     )
     assert dict(downstream_headers(upstream)) == {
         "Content-Type": "application/json",
         "x-ratelimit-remaining-requests": "10",
+        "x-gateway-upstream-request-id": "req_8f2c",  # x-request-id is the gateway's own
     }
