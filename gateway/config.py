@@ -296,6 +296,13 @@ class GatewayConfig(Frozen):
             unknown = [r for r in key.route_budgets if r not in route_names]
             if unknown:
                 raise ValueError(f"keys[{i}].route_budgets: unknown route {unknown[0]!r}")
+            if self.admin is not None and key.key_sha256 == self.admin.token_sha256:
+                # SECURITY: one secret would both spend and run the admin API (read every
+                # key's spend, reload the config): the admin token is a secret of its own.
+                raise ValueError(
+                    f"admin.token_sha256: the admin token is also the gateway key of "
+                    f"keys[{i}] ({key.name!r}); give the admin API a token of its own"
+                )
         return self
 
 

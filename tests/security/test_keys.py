@@ -31,6 +31,17 @@ def test_a_key_written_in_plain_text_in_the_config_is_refused(mock_url: str) -> 
         parse_config(data, "<test>")
 
 
+def test_an_admin_token_that_is_also_a_gateway_key_is_refused(mock_url: str) -> None:
+    """Else the one secret would spend as team-b and run the admin API too."""
+    data = base_config(mock_url, admin={"token_sha256": sha(KEY_B)})
+    with pytest.raises(ConfigError) as refused:
+        parse_config(data, "<test>")
+    message = str(refused.value)
+    assert message.startswith("<test>: admin.token_sha256: the admin token is also")
+    assert "keys[1] ('team-b')" in message
+    assert sha(KEY_B) not in message
+
+
 def test_runtime_keeps_only_the_digest_of_each_key(mock_url: str) -> None:
     runtime = Runtime.build(parse_config(base_config(mock_url), "<test>"))
     assert KEY_A.encode() not in repr(runtime).encode()
