@@ -43,6 +43,10 @@ _PATH_FIELDS = {"/v1/batches": frozenset({"endpoint"})}
 _NO_FIELDS: frozenset[str] = frozenset()
 # The deepest nesting of arrays and objects that `reencode` writes wherever it is used.
 MAX_NESTING = 253
+# SECURITY: a model name is a field of every log line, and a key of memos that keep a few
+# thousand of them (route choices, metric label sets, unpriced-model warnings): a name as
+# long as a body would have them hold gigabytes. No model's name is this long.
+MAX_MODEL_CHARS = 256
 _DECODED_ENCODINGS = frozenset({"", "identity", "gzip", "deflate", "br", "zstd"})
 
 
@@ -87,9 +91,16 @@ async def read_body(ctx: RequestContext, call_next: Next) -> web.StreamResponse:
     if ctx.payload is not None:
         _refuse_upstream_fields(ctx.payload, request.path)
         model = ctx.payload.get("model")
-        if needs_model and (not isinstance(model, str) or not model):
+        if not isinstance(model, str):
+            model = None
+        elif len(model) > MAX_MODEL_CHARS:
+            raise BadRequest(
+                f"The 'model' is longer than {MAX_MODEL_CHARS} characters; no model's name is.",
+                param="model",
+            )
+        if needs_model and not model:
             raise BadRequest("The request body needs a 'model' string.", param="model")
-        ctx.model = model if isinstance(model, str) else None
+        ctx.model = model
         ctx.stream = ctx.payload.get("stream") is True
     return await call_next(ctx)
 
