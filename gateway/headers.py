@@ -51,7 +51,9 @@ _NOT_UPSTREAM = frozenset(
 _NOT_UPSTREAM_PREFIXES = ("x-forwarded-", "x-gateway-")
 
 # SECURITY: headers that identify the operator's provider account or set cookies on the
-# client stay behind; framing headers are recomputed for the (decompressed) body.
+# client stay behind; framing headers are recomputed for the (decompressed) body. A
+# provider's `x-gateway-*` (another gateway upstream: its cost, cache result, the budget of
+# the key this gateway holds there) would pass for this gateway's own.
 _NOT_DOWNSTREAM = frozenset(
     {
         "content-length",
@@ -63,6 +65,7 @@ _NOT_DOWNSTREAM = frozenset(
         "x-request-id",
     }
 )
+_NOT_DOWNSTREAM_PREFIX = "x-gateway-"
 
 # SECURITY: headers through which a client could choose the upstream; refused with 400.
 UPSTREAM_CHOOSING_HEADERS = frozenset(
@@ -127,7 +130,11 @@ def downstream_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in upstream.items():
         lower = name.lower()
-        if lower not in _DROP_DOWNSTREAM and lower not in dropped:
+        if (
+            lower not in _DROP_DOWNSTREAM
+            and lower not in dropped
+            and not lower.startswith(_NOT_DOWNSTREAM_PREFIX)
+        ):
             out.add(name, value)
         elif lower == "x-request-id":
             out[UPSTREAM_REQUEST_ID] = value

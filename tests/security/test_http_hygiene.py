@@ -68,6 +68,32 @@ async def test_hop_by_hop_and_connection_named_response_headers_do_not_reach_the
         assert name not in resp.headers
 
 
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_providers_x_gateway_headers_never_reach_the_client(
+    gateway: Client, mock: MockState, stream: bool
+) -> None:
+    """Another gateway upstream (this one, say) sends its own: its cost, its cache result, the
+    budget left to the key this gateway holds. The client would take them for this
+    gateway's (a stream's cost and a key without a budget get none of this gateway's)."""
+    provider = {
+        "x-gateway-cost-usd": "0.000001",
+        "x-gateway-cache": "HIT",
+        "x-gateway-budget-remaining-usd": "999.000000",
+        "x-gateway-route": "upstream-route",
+        "x-gateway-anything": "upstream",
+    }
+    mock.push([ScriptStep(headers=provider)])
+    body = {**CHAT, "stream": stream}
+    resp = await gateway.post("/v1/chat/completions", json=body, headers=AUTH)
+    await resp.read()
+    assert resp.status == 200
+    shown = {k.lower(): v for k, v in resp.headers.items() if k.lower().startswith("x-gateway-")}
+    assert not set(shown.values()) & set(provider.values())
+    assert shown["x-gateway-route"] == "chat"
+    assert "x-gateway-budget-remaining-usd" not in shown  # team-a has no budget
+    assert ("x-gateway-cost-usd" in shown) is not stream
+
+
 async def test_body_over_the_limit_is_refused_413_before_it_is_sent(
     mock_url: str, mock: MockState
 ) -> None:
