@@ -34,15 +34,23 @@ class Flight:
     # serve it if every target fails.
     stale: Entry | None = None
 
-    async def wait(self) -> Entry | None:
-        """The leader's entry; None when it has none to share, or has not landed in time."""
+    async def wait(self, within_s: float | None = None) -> Entry | None:
+        """The leader's entry; None when it has none to share, or has not landed in time:
+        by the flight's own limit, or within `within_s` (this follower's deadline)."""
         result = self.result
         if result.done():
             return result.result()
+        loop = result.get_loop()
         if self.timer is None:
-            self.timer = result.get_loop().call_at(self.give_up_at, self._give_up)
+            self.timer = loop.call_at(self.give_up_at, self._give_up)
         # Shielded: a follower that leaves (its client gone) must not end the others' wait.
-        return await asyncio.shield(result)
+        if within_s is None or loop.time() + within_s >= self.give_up_at:
+            return await asyncio.shield(result)
+        try:  # a timer of its own only for a follower whose deadline comes first
+            async with asyncio.timeout(max(within_s, 0.0)):
+                return await asyncio.shield(result)
+        except TimeoutError:
+            return None
 
     def _give_up(self) -> None:
         if not self.result.done():

@@ -31,6 +31,7 @@ from gateway.cache.state import CACHE_STATE, CacheState
 from gateway.cache.storage import CacheStore, Lookup, entry_key
 from gateway.config import CacheConfig
 from gateway.context import RequestContext
+from gateway.deadline import request_deadline
 from gateway.drain import DRAIN
 from gateway.errors import GatewayError
 from gateway.pipeline import Next
@@ -114,7 +115,8 @@ async def _read_through(job: _Job, state: CacheState, call_next: Next) -> web.St
             flight.stale = found.stale
             waiting = time.perf_counter()
             try:
-                found = await await_remote_leader(job.store, job.key, FOLLOW_WAIT_S)
+                within_s = min(FOLLOW_WAIT_S, job.deadline_in_s())
+                found = await await_remote_leader(job.store, job.key, within_s)
             finally:  # also when its client leaves while it waits
                 job.ctx.twin_wait_s += time.perf_counter() - waiting
         if found.fresh is not None:
@@ -134,7 +136,7 @@ async def _follow(job: _Job, flight: Flight, call_next: Next) -> web.StreamRespo
     """Wait for this process's leader; if it has nothing to share, go upstream alone."""
     waiting = time.perf_counter()
     try:
-        entry = await flight.wait()
+        entry = await flight.wait(job.deadline_in_s())
     finally:  # also when its client leaves while it waits
         job.ctx.twin_wait_s += time.perf_counter() - waiting
     if entry is not None:
@@ -176,6 +178,14 @@ class _Job:
             return await reply
         finally:
             self.ctx.store_wait_s += time.perf_counter() - waiting
+
+    def deadline_in_s(self) -> float:
+        """How long this request may still wait for a twin's answer: no longer than its
+        deadline (the route's `timeout_s`, or a shorter one its client asked for). Past it,
+        the upstream stage answers as for any request whose deadline passed (504, or a
+        stale answer), and an SDK gets that answer before its own timer retries."""
+        route, _ = self.ctx.target()
+        return request_deadline(route, self.ctx.request.headers, self.ctx.elapsed_s()).remaining_s()
 
     def serve(self, entry: Entry, status: str) -> web.Response:
         """A stored answer, in the form the client asked for (stream or not)."""

@@ -110,3 +110,26 @@ async def test_follower_waits_a_bounded_time_for_a_silent_leader(
     assert resp.headers["x-gateway-cache"] == "MISS"
     assert 0.3 <= time.monotonic() - started < 2
     assert len(mock.requests) == 1
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+async def test_follower_gets_its_own_deadlines_504_while_the_leader_still_waits(
+    make_gateway: MakeGateway, redis_url: str, mock: MockState, replicas: int
+) -> None:
+    first = await make_gateway(**cache_config(redis_url))
+    second = first if replicas == 1 else await make_gateway(**cache_config(redis_url))
+    leader = asyncio.create_task(post(first, chat(), {**A, "x-mock-latency-ms": "2000"}))
+    await asyncio.sleep(0.1)  # the leader's call is under way
+    # The client will wait 0.3 s (as an SDK's timeout says): it gets the gateway's 504,
+    # which its SDK does not retry, rather than a wait its SDK times out and retries.
+    follower = await second.post(
+        "/v1/chat/completions", json=chat(), headers={**A, "x-gateway-timeout": "0.3"}
+    )
+    error = await follower.json()
+    assert not leader.done()
+    assert follower.status == 504
+    assert error["error"]["code"] == "deadline_exceeded"
+    assert follower.headers["x-should-retry"] == "false"
+    led, _ = await leader
+    assert (led.status, led.headers["x-gateway-cache"]) == (200, "MISS")
+    assert len(mock.requests) == 1  # the follower never went upstream
