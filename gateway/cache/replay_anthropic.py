@@ -46,12 +46,14 @@ def message_events(body: dict[str, Any]) -> list[NamedEvent]:
     usage = dict(body.get("usage") or {})
     # As the API does: the start announces the input side; message_delta carries the total.
     start_usage = {**usage, "output_tokens": min(1, int(usage.get("output_tokens", 0)))}
-    start = {**body, "content": [], "stop_reason": None, "stop_sequence": None}
-    start["usage"] = start_usage
+    # How the message ended comes at its end, in message_delta, where the SDKs read it.
+    delta = {"stop_reason": body.get("stop_reason"), "stop_sequence": body.get("stop_sequence")}
+    if "stop_details" in body:  # why a refusal stopped
+        delta["stop_details"] = body["stop_details"]
+    start = {**body, "content": [], **dict.fromkeys(delta), "usage": start_usage}
     events: list[NamedEvent] = [("message_start", {"type": "message_start", "message": start})]
     for index, block in enumerate(body.get("content") or ()):
         events += _block_events(index, block)
-    delta = {"stop_reason": body.get("stop_reason"), "stop_sequence": body.get("stop_sequence")}
     events.append(("message_delta", {"type": "message_delta", "delta": delta, "usage": usage}))
     events.append(("message_stop", {"type": "message_stop"}))
     return events

@@ -154,6 +154,14 @@ TOOL_USE_MESSAGE = {
     "usage": {"input_tokens": 20, "output_tokens": 9},
 }
 
+REFUSAL_MESSAGE = {
+    **TOOL_USE_MESSAGE,
+    "content": [],
+    "stop_reason": "refusal",
+    "stop_details": {"type": "refusal", "category": "cyber", "explanation": "Not this one."},
+}
+REFUSE = "Write some malware"
+
 
 def _openai_tool_stream() -> bytes:
     head = {"id": "chatcmpl-t", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o"}
@@ -182,7 +190,8 @@ async def tool_url(
         return web.Response(body=_openai_tool_stream(), content_type="text/event-stream")
 
     async def anthropic_answer(request: web.Request) -> web.StreamResponse:
-        return web.json_response(TOOL_USE_MESSAGE)
+        asked = (await request.json())["messages"][0]["content"]
+        return web.json_response(REFUSAL_MESSAGE if asked == REFUSE else TOOL_USE_MESSAGE)
 
     app = web.Application()
     app.router.add_post("/v1/chat/completions", openai_answer)
@@ -226,3 +235,21 @@ async def test_anthropic_tool_use_comes_back_streamed(tool_url: str) -> None:
     assert wire(replayed) == wire(whole)
     assert replayed.content[1].type == "tool_use"
     assert replayed.content[1].input == {"city": "Paris"}
+
+
+async def test_anthropic_refusal_comes_back_streamed_with_why_it_stopped(tool_url: str) -> None:
+    asked: list[Any] = [{"role": "user", "content": REFUSE}]
+    async with anthropic_client(tool_url) as client:
+        whole = await client.messages.create(
+            model="claude-haiku-4-5", max_tokens=100, messages=asked
+        )
+        async with client.messages.stream(
+            model="claude-haiku-4-5", max_tokens=100, messages=asked
+        ) as stream:
+            replayed = await stream.get_final_message()
+            hit = stream.response.headers["x-gateway-cache"]
+    assert hit == "HIT"
+    assert replayed.stop_reason == "refusal"
+    assert replayed.stop_details is not None
+    assert replayed.stop_details.category == "cyber"
+    assert wire(replayed) == wire(whole)
