@@ -31,7 +31,7 @@ from gateway.cache.state import CACHE_STATE, CacheState
 from gateway.cache.storage import CacheStore, Lookup, entry_key
 from gateway.config import CacheConfig
 from gateway.context import RequestContext
-from gateway.deadline import request_deadline
+from gateway.deadline import CLIENT_TIMEOUT_HEADER, SDK_TIMEOUT_HEADER, request_deadline
 from gateway.drain import DRAIN
 from gateway.errors import GatewayError
 from gateway.pipeline import Next
@@ -115,7 +115,8 @@ async def _read_through(job: _Job, state: CacheState, call_next: Next) -> web.St
             flight.stale = found.stale
             waiting = time.perf_counter()
             try:
-                within_s = min(FOLLOW_WAIT_S, job.deadline_in_s())
+                deadline_s = job.deadline_in_s()
+                within_s = FOLLOW_WAIT_S if deadline_s is None else min(FOLLOW_WAIT_S, deadline_s)
                 found = await await_remote_leader(job.store, job.key, within_s)
             finally:  # also when its client leaves while it waits
                 job.ctx.twin_wait_s += time.perf_counter() - waiting
@@ -179,13 +180,22 @@ class _Job:
         finally:
             self.ctx.store_wait_s += time.perf_counter() - waiting
 
-    def deadline_in_s(self) -> float:
+    def deadline_in_s(self) -> float | None:
         """How long this request may still wait for a twin's answer: no longer than its
         deadline (the route's `timeout_s`, or a shorter one its client asked for). Past it,
         the upstream stage answers as for any request whose deadline passed (504, or a
-        stale answer), and an SDK gets that answer before its own timer retries."""
+        stale answer), and an SDK gets that answer before its own timer retries. None: no
+        sooner than a twin's wait ends anyway (a route's timeout of FOLLOW_WAIT_S or more,
+        counted from after the leader began, and no client asking for less)."""
         route, _ = self.ctx.target()
-        return request_deadline(route, self.ctx.request.headers, self.ctx.elapsed_s()).remaining_s()
+        headers = self.ctx.request.headers
+        if (
+            route.timeout_s >= FOLLOW_WAIT_S
+            and CLIENT_TIMEOUT_HEADER not in headers
+            and SDK_TIMEOUT_HEADER not in headers
+        ):
+            return None
+        return request_deadline(route, headers, self.ctx.elapsed_s()).remaining_s()
 
     def serve(self, entry: Entry, status: str) -> web.Response:
         """A stored answer, in the form the client asked for (stream or not)."""
