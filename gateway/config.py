@@ -223,6 +223,18 @@ class RouteMatch(Frozen):
     max_body_bytes: int | None = Field(None, gt=0)  # only requests at most this large
 
 
+def _refuse_empty_sections(data: Any, names: tuple[str, ...]) -> Any:
+    """A section written with nothing under it (`budget:`, its settings commented out) reads
+    as null, which would mean no section at all: no budget, no rate limit, no cache, with
+    nothing to say so. It is refused (`cache: {}` asks for the cache's defaults)."""
+    if isinstance(data, dict):
+        for name in names:
+            if name in data and data[name] is None:
+                defaults = " (cache: {} for its defaults)" if name == "cache" else ""
+                raise ValueError(f"'{name}' is empty: give it its settings{defaults}, or remove it")
+    return data
+
+
 class RouteConfig(Frozen):
     name: Name
     match: RouteMatch = RouteMatch()
@@ -243,6 +255,11 @@ class RouteConfig(Frozen):
     # Output tokens reserved when a request sets no max_tokens.
     default_max_output_tokens: int = Field(4096, gt=0)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _sections(cls, data: Any) -> Any:
+        return _refuse_empty_sections(data, ("cache", "budget"))
+
 
 class KeyConfig(Frozen):
     name: Name
@@ -255,6 +272,11 @@ class KeyConfig(Frozen):
     # POSTed a small JSON notice when a budget crosses 50%, 80% and 100%.
     webhook_url: Annotated[str, Field(pattern=r"^https?://")] | None = None
     outage_allowance_usd: float = Field(0.0, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sections(cls, data: Any) -> Any:
+        return _refuse_empty_sections(data, ("budget", "rate_limit"))
 
 
 class GatewayConfig(Frozen):

@@ -133,6 +133,31 @@ def test_unreadable_file_names_the_file(tmp_path: Path) -> None:
         load_config(tmp_path / "missing.yaml")
 
 
+@pytest.mark.parametrize(
+    ("where", "section"),
+    [("routes", "cache"), ("routes", "budget"), ("keys", "budget"), ("keys", "rate_limit")],
+)
+def test_a_section_written_with_nothing_under_it_is_an_error(
+    tmp_path: Path, where: str, section: str
+) -> None:
+    """Its settings commented out, it reads as null: no cache, no budget, no rate limit,
+    silently, where the file seems to ask for one."""
+    data = base_config("http://127.0.0.1:9")
+    data[where][0][section] = None
+    path = tmp_path / "gw.yaml"
+    text = yaml.safe_dump(data).replace(f"{section}: null", f"{section}:  # usd_per_day: 5")
+    assert f"{section}:  #" in text
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    message = str(info.value)
+    assert f"{where}[0]: '{section}' is empty: give it its settings" in message
+    if section == "cache":
+        assert "(cache: {} for its defaults)" in message
+        data[where][0][section] = {}
+        assert parse_config(data, "gw.yaml", {}).routes[0].cache is not None
+
+
 def test_invalid_yaml_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("providers: [unclosed\n")
