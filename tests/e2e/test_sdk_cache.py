@@ -223,15 +223,22 @@ async def test_openai_streamed_tool_calls_come_back_whole(tool_url: str) -> None
     assert hit.parse().choices[0].finish_reason == "tool_calls"
 
 
-async def test_anthropic_tool_use_comes_back_streamed(tool_url: str) -> None:
-    async with anthropic_client(tool_url) as client:
+async def _whole_then_streamed(url: str, messages: Any) -> tuple[Any, Any, str]:
+    """An Anthropic answer asked for whole, then streamed: both, and the stream's cache
+    header."""
+    async with anthropic_client(url) as client:
         whole = await client.messages.create(
-            model="claude-haiku-4-5", max_tokens=100, messages=MESSAGES
+            model="claude-haiku-4-5", max_tokens=100, messages=messages
         )
         async with client.messages.stream(
-            model="claude-haiku-4-5", max_tokens=100, messages=MESSAGES
+            model="claude-haiku-4-5", max_tokens=100, messages=messages
         ) as stream:
             replayed = await stream.get_final_message()
+            return whole, replayed, stream.response.headers["x-gateway-cache"]
+
+
+async def test_anthropic_tool_use_comes_back_streamed(tool_url: str) -> None:
+    whole, replayed, _ = await _whole_then_streamed(tool_url, MESSAGES)
     assert wire(replayed) == wire(whole)
     assert replayed.content[1].type == "tool_use"
     assert replayed.content[1].input == {"city": "Paris"}
@@ -239,15 +246,7 @@ async def test_anthropic_tool_use_comes_back_streamed(tool_url: str) -> None:
 
 async def test_anthropic_refusal_comes_back_streamed_with_why_it_stopped(tool_url: str) -> None:
     asked: list[Any] = [{"role": "user", "content": REFUSE}]
-    async with anthropic_client(tool_url) as client:
-        whole = await client.messages.create(
-            model="claude-haiku-4-5", max_tokens=100, messages=asked
-        )
-        async with client.messages.stream(
-            model="claude-haiku-4-5", max_tokens=100, messages=asked
-        ) as stream:
-            replayed = await stream.get_final_message()
-            hit = stream.response.headers["x-gateway-cache"]
+    whole, replayed, hit = await _whole_then_streamed(tool_url, asked)
     assert hit == "HIT"
     assert replayed.stop_reason == "refusal"
     assert replayed.stop_details is not None
