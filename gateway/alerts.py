@@ -44,8 +44,7 @@ def announce(
             "scope": c.scope,
             "period": c.period,
             "percent": c.percent,
-            "spent_usd": usd(c.spent_micro),
-            "limit_usd": usd(c.limit_micro),
+            **_amounts(c),
         }
         _log.warning("budget_threshold", **notice)
         app[METRICS].budget_alert(c.scope, c.percent)
@@ -55,6 +54,12 @@ def announce(
             task = asyncio.create_task(_post(session, key.webhook_url, body))
             _pending.add(task)
             task.add_done_callback(_pending.discard)
+
+
+def _amounts(c: Crossing) -> dict[str, object]:
+    if c.period == "tokens":
+        return {"spent_tokens": c.spent, "limit_tokens": c.limit}
+    return {"spent_usd": usd(c.spent), "limit_usd": usd(c.limit)}
 
 
 async def _post(session: aiohttp.ClientSession, url: str, notice: dict[str, object]) -> None:

@@ -108,10 +108,10 @@ class BudgetExhausted:
 @dataclass(frozen=True, slots=True)
 class Crossing:
     scope: str
-    period: str
+    period: str  # day | month (in micro-dollars) | tokens (this month's, in tokens)
     percent: int
-    spent_micro: int
-    limit_micro: int
+    spent: int
+    limit: int
 
 
 @contextmanager
@@ -248,7 +248,7 @@ class Accounting:
         written if this returns."""
         args: list[Any] = [request_id, *actual, *reserved, *period, tpm, rate_key, len(scopes)]
         for s in scopes:
-            args += [s.name, _limit(s.day_micro), _limit(s.month_micro)]
+            args += s.limits
         out = await self._run_with(self._settle, args, rider)
         return [
             Crossing(

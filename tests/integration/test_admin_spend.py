@@ -144,3 +144,43 @@ async def test_budget_thresholds_post_one_webhook_notice_each(
     ]
     assert notices[0]["event"] == "budget_threshold"
     assert notices[0]["budget"] == "key 'team-a'"
+
+
+async def test_a_tokens_per_month_budget_crossing_half_posts_a_notice_in_tokens(
+    admin_gateway: Callable[..., Awaitable[Client]],
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+) -> None:
+    notices: list[dict[str, Any]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        notices.append(await request.json())
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    receiver = await aiohttp_server(app)
+    gateway = await admin_gateway(
+        budget={"tokens_per_month": 100}, webhook_url=str(receiver.make_url("/hook"))
+    )
+    small = {**CHAT, "max_tokens": 12}
+    # 14 tokens each (4 in, 10 out): 14, 28, 42, 56 (crosses 50 %), 70; then the next
+    # request's worst case no longer fits.
+    statuses = [
+        (await gateway.post("/v1/chat/completions", json=small, headers=A)).status for _ in range(6)
+    ]
+    assert statuses == [200, 200, 200, 200, 200, 429]
+    for _ in range(50):
+        if notices:
+            break
+        await asyncio.sleep(0.02)
+    assert notices == [
+        {
+            "event": "budget_threshold",
+            "budget": "key 'team-a'",
+            "scope": "k:team-a",
+            "period": "tokens",
+            "percent": 50,
+            "spent_tokens": 56,
+            "limit_tokens": 100,
+        }
+    ]

@@ -3,8 +3,10 @@
 --
 -- KEYS[1]  the accounting prefix (shared hash tag)
 -- ARGV     id, actual_micro, actual_tokens, reserved_micro, reserved_tokens, day, month,
---          tpm, rate_key, n_scopes, then per scope: name, day_limit, month_limit (-1 = none)
--- Returns  flat list of budget thresholds crossed: scope, period, percent, spent, limit, ...
+--          tpm, rate_key, n_scopes, then per scope: name, day_limit, month_limit,
+--          month_limit_tokens (-1 = none)
+-- Returns  flat list of budget thresholds crossed: scope, period ("day"|"month"|"tokens"),
+--          percent, spent (micro-dollars, or tokens), limit, ...
 local p = KEYS[1]
 local id = ARGV[1]
 local actual, actual_tok = tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -31,31 +33,34 @@ local reserved_text, reserved_tok_text = ARGV[4], ARGV[5]
 local charge_text = charge == actual and ARGV[2] or int(charge)
 local charge_tok_text = charge_tok == actual_tok and ARGV[3] or int(charge_tok)
 local crossed = {}
+-- Each of 50, 80 and 100 % of `limit` that this charge took `after` past, for one request.
+local function cross(name, period, after, by, limit)
+  if limit <= 0 then return end
+  local before = after - by
+  for _, pct in ipairs({50, 80, 100}) do
+    if before * 100 < pct * limit and after * 100 >= pct * limit then
+      for _, v in ipairs({name, period, pct, int(after), int(limit)}) do
+        crossed[#crossed + 1] = v
+      end
+    end
+  end
+end
 for i = 0, n - 1 do
-  local name = ARGV[11 + i * 3]
+  local name = ARGV[11 + i * 4]
   for period = 1, 2 do
     local suffix = period == 1 and ':d' .. day or ':m' .. month
-    local limit = tonumber(ARGV[11 + period + i * 3])
+    local limit = tonumber(ARGV[11 + period + i * 4])
     if rec then redis.call('DECRBY', p .. 'held:' .. name .. suffix, reserved_text) end
     local key = p .. 'spent:' .. name .. suffix
     local after = redis.call('INCRBY', key, charge_text)
     if after == charge then redis.call('EXPIRE', key, key_ttl) end  -- new (or at zero)
-    local before = after - charge
-    if limit > 0 then
-      for _, pct in ipairs({50, 80, 100}) do
-        if before * 100 < pct * limit and after * 100 >= pct * limit then
-          for _, v in ipairs({name, period == 1 and 'day' or 'month', pct, int(after), int(limit)}) do
-            crossed[#crossed + 1] = v
-          end
-        end
-      end
-    end
+    cross(name, period == 1 and 'day' or 'month', after, charge, limit)
   end
   if rec then redis.call('DECRBY', p .. 'heldtok:' .. name .. ':m' .. month, reserved_tok_text) end
   local tokens_key = p .. 'tokens:' .. name .. ':m' .. month
-  if redis.call('INCRBY', tokens_key, charge_tok_text) == charge_tok then
-    redis.call('EXPIRE', tokens_key, key_ttl)
-  end
+  local tokens_after = redis.call('INCRBY', tokens_key, charge_tok_text)
+  if tokens_after == charge_tok then redis.call('EXPIRE', tokens_key, key_ttl) end
+  cross(name, 'tokens', tokens_after, charge_tok, tonumber(ARGV[14 + i * 4]))
 end
 
 -- Tokens per minute were taken at the estimate: give back what the request did not use.
