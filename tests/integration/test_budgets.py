@@ -72,6 +72,20 @@ async def test_buffered_answer_carries_its_cost(
     assert resp.headers["x-gateway-cost-usd"] == f"0.{expected:06d}"
 
 
+async def test_a_snapshot_priced_apart_from_its_model_is_billed_at_its_own_price(
+    budgeted: Callable[..., Awaitable[Client]],
+) -> None:
+    gateway = await budgeted(pricing={})
+    payload = {"model": "gpt-4o-2024-05-13", "messages": [{"role": "user", "content": "hello"}]}
+    resp = await gateway.post("/v1/chat/completions", json=payload, headers=A)
+    usage = (await resp.json())["usage"]
+    # The first gpt-4o snapshot lists at $5 in, $15 out per 1M tokens: twice gpt-4o's input.
+    expected = -(
+        -(usage["prompt_tokens"] * 5_000_000 + usage["completion_tokens"] * 15_000_000) // 1_000_000
+    )
+    assert resp.headers["x-gateway-cost-usd"] == f"0.{expected:06d}"
+
+
 async def test_key_budget_exhausted_is_429_insufficient_quota_naming_reset(
     budgeted: Callable[..., Awaitable[Client]], mock: MockState
 ) -> None:
