@@ -48,10 +48,20 @@ async def keys(request: web.Request) -> web.Response:
                 "budgets": [await _budget(accounting, s, w, b, day, month) for s, w, b in budgets],
             }
             out.append(entry)
+        # A route's budget is every key's on it together: shown once, not under each key.
+        routes = [
+            {
+                "name": r.name,
+                **await _budget(accounting, f"r:{r.name}", "route", r.budget, day, month),
+            }
+            for r in runtime.config.routes
+            if r.budget is not None
+        ]
         open_reservations = await accounting.open_reservations()
     except StoreUnavailable as exc:
         raise Unavailable(f"The store is unreachable: {exc}", code="store_unavailable") from None
-    return web.json_response({"keys": out, "open_reservations": open_reservations})
+    body = {"keys": out, "routes": routes, "open_reservations": open_reservations}
+    return web.json_response(body)
 
 
 async def _budget(

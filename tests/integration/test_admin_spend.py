@@ -11,12 +11,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.drain import DRAIN
-from tests.conftest import KEY_A, sha
+from tests.conftest import KEY_A, KEY_B, sha
 from tests.integration.test_budgets import CHAT, PRICING, REPLY_40_CHARS, _keys, _routes
 
 Client = TestClient[Any, Any]
 ADMIN = "admin-token-for-tests"
 A = {"Authorization": f"Bearer {KEY_A}", "x-mock-reply": REPLY_40_CHARS}
+B = {"Authorization": f"Bearer {KEY_B}"}
 
 
 @pytest.fixture
@@ -73,6 +74,39 @@ async def test_admin_keys_shows_spent_and_limits(
     # team-b has no budget: no block of zeros that would say it spent nothing.
     team_b = next(k for k in body["keys"] if k["name"] == "team-b")
     assert team_b["budgets"] == []
+
+
+async def test_admin_keys_shows_a_route_budget_once_with_every_keys_spend(
+    make_gateway: Callable[..., Awaitable[Client]], store_url: str
+) -> None:
+    gateway = await make_gateway(
+        storage={"url": store_url},
+        pricing=PRICING,
+        routes=_routes(budget={"usd_per_month": 3}),
+        keys=_keys(),
+        admin={"token_sha256": sha(ADMIN)},
+    )
+    for headers in (A, {**B, "x-mock-reply": REPLY_40_CHARS}):
+        assert (
+            await gateway.post("/v1/chat/completions", json=CHAT, headers=headers)
+        ).status == 200
+    assert await gateway.app[DRAIN].wait_idle(5)
+    resp = await gateway.get("/admin/keys", headers={"Authorization": f"Bearer {ADMIN}"})
+    body = await resp.json()
+    assert body["routes"] == [
+        {
+            "name": "chat",
+            "scope": "route",
+            "day": {"spent_usd": "0.080000", "held_usd": "0.000000", "limit_usd": None},
+            "month": {
+                "spent_usd": "0.080000",
+                "held_usd": "0.000000",
+                "limit_usd": "3.000000",
+                "tokens": 28,
+                "limit_tokens": None,
+            },
+        }
+    ]
 
 
 async def test_admin_stats_totals_per_key_and_model_with_projection(
