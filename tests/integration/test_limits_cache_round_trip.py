@@ -77,17 +77,24 @@ async def limited_cached_gateway(
             }
         ],
         keys=[
-            {
-                "name": "team-a",
-                "key_sha256": sha(KEY_A),
-                "routes": ["*"],
-                "budget": {"usd_per_day": 100},
-                "rate_limit": {"rpm": rpm},
-                **(key or {}),
-            }
+            _without_none(
+                {
+                    "name": "team-a",
+                    "key_sha256": sha(KEY_A),
+                    "routes": ["*"],
+                    "budget": {"usd_per_day": 100},
+                    "rate_limit": {"rpm": rpm},
+                    **(key or {}),
+                }
+            )
         ],
         **sections,
     )
+
+
+def _without_none(section: dict[str, Any]) -> dict[str, Any]:
+    """`key` sets a field to None to leave it out."""
+    return {name: value for name, value in section.items() if value is not None}
 
 
 async def spent_and_held(gateway: Client) -> list[int]:
