@@ -138,5 +138,19 @@ async def start_sites(
     return sites
 
 
+def check_free(host: str, port: int) -> None:
+    """Raise OSError when something listens on `host:port` already. Workers bind with
+    SO_REUSEPORT, which also lets them join a port that another group of workers (of the same
+    user) serves: the kernel would then split the connections between the two gateways,
+    silently. A bind without it fails in that case, as a single process's bind does."""
+    found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    for family, kind, proto, _, address in found:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio binds
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            probe.bind(address)
+
+
 def _ports(addresses: Sequence[object]) -> set[int]:
     return {int(a[1]) for a in addresses if isinstance(a, tuple) and len(a) >= 2}

@@ -24,6 +24,7 @@ from prometheus_client.multiprocess import mark_process_dead
 from gateway.config import GatewayConfig
 from gateway.exposition import MULTIPROC_ENV
 from gateway.logs import configure_logging
+from gateway.sites import check_free, listen_addresses
 
 POLL_S = 0.1
 RESTART_DELAY_S = 1.0
@@ -108,9 +109,23 @@ def _forget_metrics(pid: int, directory: str | None) -> None:
         mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
 
 
+def _addresses_free(config: GatewayConfig) -> bool:
+    """Whether nothing listens on the gateway's addresses yet (the workers' SO_REUSEPORT
+    would not tell them); logged as a single process logs it when not."""
+    for host, port in listen_addresses(config):
+        try:
+            check_free(host, port)
+        except OSError as exc:
+            _log.error("cannot_listen", host=host, port=port, error=str(exc))
+            return False
+    return True
+
+
 def supervise(config_path: str, config: GatewayConfig) -> int:
     """Run `config.server.workers` workers until SIGTERM; the exit code of the group."""
     configure_logging(config.logging)
+    if not _addresses_free(config):
+        return 1
     env = dict(os.environ)
     made = None
     if not env.get(MULTIPROC_ENV):

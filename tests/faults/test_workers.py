@@ -133,6 +133,30 @@ def test_workers_on_the_embedded_store_are_refused_at_start(tmp_path: Path, mock
     assert "server.workers: 2 workers" in errors
 
 
+async def test_workers_on_a_port_another_group_serves_exit_1_and_leave_it_alone(
+    tmp_path: Path, mock_url: str, redis_url: str
+) -> None:
+    """SO_REUSEPORT would let the second group join the first one's port, and the kernel
+    split the connections between two gateways, maybe with two configs."""
+    port = free_port()
+    path = write_config(tmp_path, _data(mock_url, redis_url))
+    first = GatewayProcess(path, port, tmp_path / "first.log", ["--workers", "2"])
+    try:
+        await first.ready()
+        await _until(lambda: len(set(_worker_pids(first))) == 2)
+        second = GatewayProcess(path, port, tmp_path / "second.log", ["--workers", "2"])
+        try:
+            assert await second.exit_code(timeout_s=15) == 1
+        finally:
+            second.stop()
+        refused = [x for x in second.logs() if x.get("event") == "cannot_listen"]
+        assert [(x["host"], x["port"]) for x in refused] == [("127.0.0.1", port)]
+        assert _worker_pids(second) == []
+        assert await _post_fresh(first.url, KEY_A) == 200
+    finally:
+        first.stop()
+
+
 def _gateway(tmp_path: Path, args: list[str]) -> tuple[int, str]:
     """Exit code and stderr of a `gateway` command (into a file: workers that did start
     would hold a pipe open)."""
