@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import errno
 import re
+import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from gateway.config import NAME_PATTERN, ConfigError, load_config
 from gateway.healthcheck import DEFAULT_URL, check
@@ -112,12 +113,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def hold_reloads() -> Callable[[], bool]:
+    """Until the server takes SIGHUP over, a SIGHUP is kept for it; the answer says whether
+    one came. Its default action ends the process: a reload asked while the gateway started
+    (by a config manager, or the supervisor passing one on to a worker it just started)
+    killed it."""
+    held: list[int] = []
+    signal.signal(signal.SIGHUP, lambda signum, frame: held.append(signum))
+    return lambda: bool(held)
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "serve":
+        held = hold_reloads()  # first: starting takes a second, and the file is read in it
         from gateway.reload import ConfigSource
         from gateway.serve import serve
 
         source = ConfigSource(args.config, args.host, args.port, args.workers, args.supervised)
+        source.reload_held = held
         return serve(source, load_config(args.config))
     elif args.command == "healthcheck":
         return check(args.url, args.timeout)

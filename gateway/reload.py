@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -35,6 +36,8 @@ class ConfigSource:
     # Under `--workers`: a reload asked of one worker is passed on to the others.
     supervised: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Whether a SIGHUP came while the process was starting (`gateway.cli.hold_reloads`).
+    reload_held: Callable[[], bool] = lambda: False
 
     def apply(self, config: GatewayConfig) -> GatewayConfig:
         return with_overrides(config, self.host, self.port, self.workers)

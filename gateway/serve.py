@@ -130,6 +130,8 @@ def _on_signals(app: web.Application, background: set[asyncio.Task[Any]]) -> asy
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_stop)
     loop.add_signal_handler(signal.SIGHUP, on_reload)
+    if app[CONFIG_SOURCE].reload_held():  # asked while starting, maybe after the file was read
+        on_reload()
     return stop
 
 

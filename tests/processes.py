@@ -43,10 +43,11 @@ class GatewayProcess:
         log: Path,
         args: Sequence[str] = (),
         env: dict[str, str] | None = None,
+        launcher: Sequence[str] = ("-m", "gateway"),
     ) -> None:
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = log
-        command = [sys.executable, "-m", "gateway", "serve", "--config", str(config)]
+        command = [sys.executable, *launcher, "serve", "--config", str(config)]
         env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}  # as the image runs it
         with log.open("wb") as out:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(

@@ -245,6 +245,45 @@ async def test_sighup_reloads_a_running_gateway_and_an_invalid_file_keeps_it_ser
     assert "not valid YAML" in failed[0]["error"]
 
 
+# `gateway serve`, with a reload asked while it starts: the file changes after it was read
+# and a SIGHUP comes before the server is up (from a config manager, or from the supervisor
+# passing a reload on to a worker it has just started).
+SIGHUP_WHILE_STARTING = """
+import os, signal, sys
+import gateway.serve
+from gateway.cli import main
+
+serve = gateway.serve.serve
+
+def serve_after_a_sighup(source, config):
+    os.replace(os.environ["NEXT_CONFIG"], source.path)
+    os.kill(os.getpid(), signal.SIGHUP)
+    return serve(source, config)
+
+gateway.serve.serve = serve_after_a_sighup
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+async def test_sighup_while_starting_is_a_reload_once_serving_not_the_end(
+    tmp_path: Path, mock_url: str
+) -> None:
+    """SIGHUP's default action ends a process: the gateway died of a reload asked then."""
+    path = write_config(tmp_path, _data(mock_url))
+    data = _data(mock_url)
+    data["keys"].append({"name": "team-new", "key_sha256": sha(NEW_KEY), "routes": ["*"]})
+    env = {"NEXT_CONFIG": str(write_config(tmp_path, data, "next.yaml"))}
+    launcher = ["-c", SIGHUP_WHILE_STARTING]  # this checkout's gateway, as `-m` imports it
+    gateway = GatewayProcess(path, free_port(), tmp_path / "gateway.log", (), env, launcher)
+    try:
+        await gateway.ready()
+        assert await _status_soon(gateway.url, NEW_KEY, 200)
+        assert await _status_soon(gateway.url, KEY_A, 200)
+    finally:
+        gateway.stop()
+    assert [x["keys"] for x in gateway.logs() if x.get("event") == "config_reloaded"] == [3]
+
+
 async def _status_soon(url: str, key: str, want: int) -> bool:
     import aiohttp
 
