@@ -32,6 +32,9 @@ RESTART_DELAY_S = 1.0
 # fix (a port in use, a bad config): the whole group stops with its exit code. A worker killed
 # by a signal (the OOM killer, say) is started again.
 EARLY_EXIT_S = 5.0
+# How a worker ends when told to stop: drained (0), or ended by the SIGTERM itself, which
+# reached it while it was starting, before it served anything.
+STOPPED = frozenset({0, -signal.SIGTERM})
 
 _log = structlog.get_logger("gateway.workers")
 
@@ -63,7 +66,7 @@ class Supervisor:
             time.sleep(POLL_S)
         codes = [w.proc.returncode for w in self.workers]
         _log.info("workers_stopped", exit_codes=codes)
-        return self.exit_code or (0 if all(c == 0 for c in codes) else 1)
+        return self.exit_code or (0 if all(c in STOPPED for c in codes) else 1)
 
     def _spawn(self) -> Worker:
         # Its own process group: a terminal's Ctrl-C reaches the supervisor only, which

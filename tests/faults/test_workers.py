@@ -157,6 +157,21 @@ async def test_workers_on_a_port_another_group_serves_exit_1_and_leave_it_alone(
         first.stop()
 
 
+async def test_workers_stopped_while_they_start_exit_0(
+    tmp_path: Path, mock_url: str, redis_url: str
+) -> None:
+    """A worker the SIGTERM reaches before it serves ends by the signal (nothing to drain):
+    the group stopped cleanly all the same, and a service manager must not see a failure."""
+    path = write_config(tmp_path, _data(mock_url, redis_url))
+    gateway = GatewayProcess(path, free_port(), tmp_path / "gateway.log", ["--workers", "2"])
+    try:
+        await _until(lambda: any(x.get("event") == "workers_started" for x in gateway.logs()))
+        gateway.signal(signal.SIGTERM)
+        assert await gateway.exit_code(timeout_s=15) == 0
+    finally:
+        gateway.stop()
+
+
 def _gateway(tmp_path: Path, args: list[str]) -> tuple[int, str]:
     """Exit code and stderr of a `gateway` command (into a file: workers that did start
     would hold a pipe open)."""
