@@ -80,6 +80,10 @@ class Drain:
         self._finishing.discard(task)
         self._changed.set()
 
+    @property
+    def hurried(self) -> bool:
+        return self._hurry
+
     def hurry(self) -> None:
         """Stop waiting for requests in flight (a second SIGTERM)."""
         self._hurry = True
@@ -144,7 +148,10 @@ async def drain(
         await site.stop()
     if not await state.wait_idle(timeout_s):
         cut = state.cut_all()
-        _log.warning("drain_timeout", cut=cut, timeout_s=timeout_s)
+        if state.hurried:  # a second SIGTERM, before the deadline
+            _log.warning("drain_hurried", cut=cut, timeout_s=timeout_s)
+        else:
+            _log.warning("drain_timeout", cut=cut, timeout_s=timeout_s)
         if not await state.wait_idle(CUT_GRACE_S, hurriable=False):
             _log.error("drain_incomplete", still_in_flight=state.in_flight)
     _log.info("drained")

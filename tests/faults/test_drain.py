@@ -163,3 +163,30 @@ async def test_streams_past_the_drain_timeout_end_with_an_error_event_and_are_bi
     spent, held = await _store_totals(redis_url)
     assert held == 0
     assert spent == sum(_micro(found[0]["cost_usd"]) for found in lines.values())
+
+
+async def test_a_second_sigterm_cuts_at_once_settles_everything_and_says_why(
+    start: Any, mock: MockState, redis_url: str
+) -> None:
+    gateway: GatewayProcess = await start(drain_s=60)
+    endless = {"x-mock-reply": WORDS, "x-mock-chunk-delay-ms": "400"}
+    async with aiohttp.ClientSession() as clients:
+        stream = asyncio.create_task(_chat(clients, gateway.url, "long", True, **endless))
+        await _in_flight_upstream(mock, 1)
+        await asyncio.sleep(0.5)  # the stream's first events have been relayed
+        gateway.signal(signal.SIGTERM)
+        while not any(x.get("event") == "draining" for x in gateway.logs()):
+            await asyncio.sleep(0.02)
+        gateway.signal(signal.SIGTERM)
+        status, body, _ = await stream
+    assert status == 200
+    events = [e for e in body.split(b"\n\n") if e.strip()]
+    assert orjson.loads(events[-1].removeprefix(b"data: "))["error"]["code"] == "shutting_down"
+    assert await gateway.exit_code(timeout_s=8) == 0
+    events_logged = [x["event"] for x in gateway.logs()]
+    assert "drain_hurried" in events_logged
+    assert "drain_timeout" not in events_logged  # 60 s were not over
+    lines = gateway.request_lines()
+    assert lines["long"][0]["outcome"] == "stream_interrupted"
+    spent, held = await _store_totals(redis_url)
+    assert (spent, held) == (_micro(lines["long"][0]["cost_usd"]), 0)
