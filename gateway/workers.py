@@ -43,6 +43,8 @@ _log = structlog.get_logger("gateway.workers")
 class Worker:
     proc: subprocess.Popen[bytes]
     started: float
+    # Started in place of one that died: the group serves already.
+    replacement: bool = False
 
 
 class Supervisor:
@@ -56,7 +58,7 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_reload)
-        self.workers = [self._spawn() for _ in range(self.count)]
+        self.workers = [self._spawn(replacement=False) for _ in range(self.count)]
         _log.info("workers_started", pids=[w.proc.pid for w in self.workers])
         while not (self.stopping and all(w.proc.poll() is not None for w in self.workers)):
             for index, worker in enumerate(self.workers):
@@ -68,24 +70,28 @@ class Supervisor:
         _log.info("workers_stopped", exit_codes=codes)
         return self.exit_code or (0 if all(c in STOPPED for c in codes) else 1)
 
-    def _spawn(self) -> Worker:
+    def _spawn(self, *, replacement: bool) -> Worker:
         # Its own process group: a terminal's Ctrl-C reaches the supervisor only, which
         # passes one SIGTERM on (a second signal would cut the workers' streams).
         proc = subprocess.Popen(self.command, env=self.env, process_group=0)  # noqa: S603
-        return Worker(proc, time.monotonic())
+        return Worker(proc, time.monotonic(), replacement)
 
     def _replace(self, worker: Worker, code: int) -> Worker:
         _forget_metrics(worker.proc.pid, self.env.get(MULTIPROC_ENV))
-        if code > 0 and time.monotonic() - worker.started < EARLY_EXIT_S:
+        failed_at_start = code > 0 and time.monotonic() - worker.started < EARLY_EXIT_S
+        if failed_at_start and not worker.replacement:
             _log.error("worker_failed_at_start", pid=worker.proc.pid, exit_code=code)
             self.exit_code = code or 1
             self._stop_all()
             return worker
-        _log.error("worker_died", pid=worker.proc.pid, exit_code=code)
+        # A replacement that fails at start (the file was made invalid since the group
+        # started, say) must not stop the workers that serve: it is tried again.
+        event = "worker_failed_at_start" if failed_at_start else "worker_died"
+        _log.error(event, pid=worker.proc.pid, exit_code=code)
         time.sleep(RESTART_DELAY_S)
         if self.stopping:  # a SIGTERM came during the pause
             return worker
-        replacement = self._spawn()
+        replacement = self._spawn(replacement=True)
         _log.info("worker_restarted", pid=replacement.proc.pid)
         return replacement
 

@@ -172,6 +172,32 @@ async def test_workers_stopped_while_they_start_exit_0(
         gateway.stop()
 
 
+async def test_a_replacement_worker_on_a_file_made_invalid_keeps_the_others_serving(
+    tmp_path: Path, mock_url: str, redis_url: str
+) -> None:
+    """The file is refused by a reload (the running config stays): a worker dying while it
+    is being edited must not take the whole group down with it."""
+    path = write_config(tmp_path, _data(mock_url, redis_url))
+    gateway = GatewayProcess(path, free_port(), tmp_path / "gateway.log", ["--workers", "2"])
+    try:
+        await gateway.ready()
+        await _until(lambda: len(set(_worker_pids(gateway))) == 2)
+        path.write_text("routes: [this is not a config\n")
+        os.kill(_worker_pids(gateway)[0], signal.SIGKILL)
+        await _until(
+            lambda: any(x.get("event") == "worker_failed_at_start" for x in gateway.logs())
+        )
+        assert gateway.proc.poll() is None
+        statuses = await asyncio.gather(*(_post_fresh(gateway.url, KEY_A) for _ in range(10)))
+        assert statuses == [200] * 10
+        write_config(tmp_path, _data(mock_url, redis_url))
+        await _until(lambda: len(_worker_pids(gateway)) == 3)  # a replacement serves again
+        gateway.signal(signal.SIGTERM)
+        assert await gateway.exit_code(timeout_s=15) == 0
+    finally:
+        gateway.stop()
+
+
 def _gateway(tmp_path: Path, args: list[str]) -> tuple[int, str]:
     """Exit code and stderr of a `gateway` command (into a file: workers that did start
     would hold a pipe open)."""
