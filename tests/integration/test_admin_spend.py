@@ -149,10 +149,10 @@ async def test_admin_stats_count_a_stale_answer_apart_from_the_hits(
     assert (route["cache_hits"], route["cache_hit_rate"], route["cache_stale"]) == (1, 0.5, 1)
 
 
-async def test_budget_thresholds_post_one_webhook_notice_each(
-    admin_gateway: Callable[..., Awaitable[Client]],
+async def _webhook_receiver(
     aiohttp_server: Callable[..., Awaitable[TestServer]],
-) -> None:
+) -> tuple[list[dict[str, Any]], str]:
+    """The notices a webhook receives, as they come, and its URL."""
     notices: list[dict[str, Any]] = []
 
     async def hook(request: web.Request) -> web.Response:
@@ -162,9 +162,15 @@ async def test_budget_thresholds_post_one_webhook_notice_each(
     app = web.Application()
     app.router.add_post("/hook", hook)
     receiver = await aiohttp_server(app)
-    gateway = await admin_gateway(
-        budget={"usd_per_month": 0.2}, webhook_url=str(receiver.make_url("/hook"))
-    )
+    return notices, str(receiver.make_url("/hook"))
+
+
+async def test_budget_thresholds_post_one_webhook_notice_each(
+    admin_gateway: Callable[..., Awaitable[Client]],
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+) -> None:
+    notices, hook_url = await _webhook_receiver(aiohttp_server)
+    gateway = await admin_gateway(budget={"usd_per_month": 0.2}, webhook_url=hook_url)
     small = {**CHAT, "max_tokens": 12}  # reserves $0.048, so four fit in $0.20
     for _ in range(4):  # $0.04 each: 0.04, 0.08, 0.12 (crosses 50%), 0.16 (crosses 80%)
         assert (await gateway.post("/v1/chat/completions", json=small, headers=A)).status == 200
@@ -184,18 +190,8 @@ async def test_a_tokens_per_month_budget_crossing_half_posts_a_notice_in_tokens(
     admin_gateway: Callable[..., Awaitable[Client]],
     aiohttp_server: Callable[..., Awaitable[TestServer]],
 ) -> None:
-    notices: list[dict[str, Any]] = []
-
-    async def hook(request: web.Request) -> web.Response:
-        notices.append(await request.json())
-        return web.Response()
-
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    receiver = await aiohttp_server(app)
-    gateway = await admin_gateway(
-        budget={"tokens_per_month": 100}, webhook_url=str(receiver.make_url("/hook"))
-    )
+    notices, hook_url = await _webhook_receiver(aiohttp_server)
+    gateway = await admin_gateway(budget={"tokens_per_month": 100}, webhook_url=hook_url)
     small = {**CHAT, "max_tokens": 12}
     # 14 tokens each (4 in, 10 out): 14, 28, 42, 56 (crosses 50 %), 70; then the next
     # request's worst case no longer fits.
