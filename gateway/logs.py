@@ -215,7 +215,11 @@ def _flush_at_end_of_turn(out: BinaryIO) -> None:
 def _flush(out: BinaryIO) -> None:
     global _flush_on
     _flush_on = None
-    _flush_quietly(out)
+    # Once a turn: a `try`, free where nothing fails, not a context manager made each time.
+    try:  # noqa: SIM105
+        out.flush()
+    except (OSError, ValueError):  # stdout closed, or its reader gone: the lines are lost
+        pass
 
 
 _flush_on: asyncio.AbstractEventLoop | None = None  # the loop a flush is due on
